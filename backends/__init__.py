@@ -1,0 +1,1 @@
+"""Deployment backends: torch, onnx (ONNX Runtime), tensorrt."""

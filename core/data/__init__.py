@@ -1,0 +1,1 @@
+"""srcompress.data"""

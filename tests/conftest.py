@@ -1,0 +1,48 @@
+"""Test configuration: data and weights come from ../shared when it exists (never downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+if (SHARED / "data").is_dir():
+    os.environ.setdefault("SRCOMPRESS_DATA", str(SHARED / "data"))
+if (SHARED / "weights").is_dir():
+    os.environ.setdefault("SRCOMPRESS_WEIGHTS", str(SHARED / "weights"))
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _shared(sub: str) -> Path | None:
+    root = os.environ.get("SRCOMPRESS_DATA" if sub == "data" else "SRCOMPRESS_WEIGHTS")
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+@pytest.fixture
+def data_root() -> Path:
+    """The shared data folder; skips the test (naming the missing folder) when it is absent."""
+    root = _shared("data")
+    if root is None:
+        pytest.skip("needs ../shared/data (or SRCOMPRESS_DATA) with Set5/Set14/T91")
+    return root
+
+
+@pytest.fixture
+def weights_root() -> Path:
+    """The shared weights folder; skips the test (naming the missing folder) when it is absent."""
+    root = _shared("weights")
+    if root is None:
+        pytest.skip("needs ../shared/weights (or SRCOMPRESS_WEIGHTS) with the published F2SRGAN checkpoints")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads and caches of a test never touch the user's cache."""
+    monkeypatch.setenv("SRCOMPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
