@@ -1,1 +1,8 @@
-"""srcompress.data"""
+"""srcompress.data: images, MATLAB-compatible bicubic resizing, degradation, datasets, patches.
+
+Images at every public boundary are float32 RGB tensors in [0, 1], (3, H, W) or (N, 3, H, W).
+"""
+
+from srcompress.data.imresize import imresize
+
+__all__ = ["imresize"]
