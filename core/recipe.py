@@ -321,8 +321,14 @@ def _at(path: str, fn: Callable[[], Any]) -> Any:
 # ---------------------------------------------------------------------------------------- recipe
 
 
-def parse_recipe(data: Mapping[str, Any], *, registry: Registry | None = None, default_name: str = "recipe") -> Recipe:
-    """Structure a recipe mapping (already parsed YAML) into a :class:`Recipe`."""
+def parse_recipe(
+    data: Mapping[str, Any], *, registry: Registry | None = None, default_name: str = "recipe", model: ModelRef | None = None
+) -> Recipe:
+    """Structure a recipe mapping (already parsed YAML) into a :class:`Recipe`.
+
+    ``model`` supplies the model reference when the caller brings its own module (then the mapping
+    has no ``model`` key).
+    """
     registry = registry or default_registry()
     conv = make_converter(registry)
     known = {a.name for a in attrs.fields(Recipe)}
@@ -332,9 +338,10 @@ def parse_recipe(data: Mapping[str, Any], *, registry: Registry | None = None, d
     version = data.get("version")
     if version != RECIPE_VERSION:
         raise RecipeError("version", f"must be {RECIPE_VERSION} (got {version!r}); add 'version: 1' at the top")
-    if "model" not in data:
-        raise RecipeError("model", "missing; e.g. model: {name: f2srgan, scale: 4, weights: official}")
-    model = _at("model", lambda: conv.structure(data["model"], ModelRef))
+    if model is None:
+        if "model" not in data:
+            raise RecipeError("model", "missing; e.g. model: {name: f2srgan, scale: 4, weights: official}")
+        model = _at("model", lambda: conv.structure(data["model"], ModelRef))
     stages = _structure_list(data.get("stages", []), "stages", lambda v, p: _structure_stage(v, p, registry, conv))
     deploy = _structure_list(data.get("deploy", []), "deploy", lambda v, p: _structure_deploy(v, p, registry, conv))
     scalars = {k: data[k] for k in ("name", "seed", "device", "run_dir") if k in data}

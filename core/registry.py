@@ -106,7 +106,8 @@ class Registry:
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f'plugin "{name}" is invalid: {exc}') from exc
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginError(f'plugin "{name}" is invalid: {detail}') from exc
         except ValueError as exc:  # pluggy: name or object already registered
             raise PluginError(f'plugin "{name}" cannot be registered: {exc}') from exc
         self._tables = None
@@ -116,7 +117,7 @@ class Registry:
         self._tables = None
 
     def plugin_names(self) -> list[str]:
-        return sorted(name for name, _ in self.pm.list_name_plugin())
+        return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)
 
     # ---------------------------------------------------------------- tables
     def _collect(self, hook_name: str) -> dict[str, Any]:
