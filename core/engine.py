@@ -124,6 +124,7 @@ class _Engine:
         self.quiet = quiet
         self.user_model = user_model
         self.result: RunResult | None = None
+        self.kept_dirs: list[Path] = []  # one folder per measured step, in report order
 
     # ---------------------------------------------------------------- flow
     def execute(self, model: nn.Module) -> RunResult:
@@ -170,12 +171,13 @@ class _Engine:
     def _baseline(self, model: nn.Module) -> None:
         fp = self._eval_fingerprint(self._stage_fingerprint(-1))
         record = self.rundir.finished("baseline", fp)
-        if record is None:
-            metrics = self._measure(model, "baseline")
+        metrics = self.rundir.read_json("baseline/metrics.json") if record is not None else None
+        if metrics is None:
+            metrics = self._measure(model, "baseline", self.rundir.path / "baseline")
             self.rundir.write_json("baseline/metrics.json", metrics)
             self.rundir.mark_finished("baseline", fp)
         else:
-            metrics = self.rundir.read_json("baseline/metrics.json")
+            self.kept_dirs.append(self.rundir.path / "baseline")
         assert self.result is not None
         self.result.records.append(metrics)
 
@@ -193,17 +195,19 @@ class _Engine:
             model = self._load_stage_model(folder / "model.pt")
             metrics = self.rundir.read_json(f"{folder.name}/metrics.json")
             if done.get("metrics_fingerprint") != metrics_fp or metrics is None:
-                metrics = self._measure(model, self._label(index, stage))
+                metrics = self._measure(model, self._label(index, stage), folder)
                 self.rundir.write_json(f"{folder.name}/metrics.json", metrics)
                 self.rundir.mark_finished(key, fp, metrics_fingerprint=metrics_fp)
+            else:
+                self.kept_dirs.append(folder)
             self.result.resumed_stages.append(index)
         else:
             self._forget_changed(index, folder, fp)
             hook.srcompress_stage_start(index=index, stage=stage.config, resumed=False)
             model, notes = self._apply(index, stage, model, folder)
             save_checkpoint(model, folder / "model.pt", model_ref=self._ref_mapping(model), extra={"stage": stage.type})
-            metrics = self._measure(model, self._label(index, stage))
-            metrics["notes"] = notes
+            metrics = self._measure(model, self._label(index, stage), folder)
+            metrics["notes"] = [*(f"{stage.label}: {n}" for n in notes), *metrics.get("notes", [])]
             self.rundir.write_json(f"{folder.name}/metrics.json", metrics)
             self.rundir.mark_finished(key, fp, metrics_fingerprint=metrics_fp)
         self.result.records.append(metrics)
@@ -270,10 +274,11 @@ class _Engine:
         return load_checkpoint(path, model)
 
     # ---------------------------------------------------------------- measure
-    def _measure(self, model: nn.Module, label: str) -> dict[str, Any]:
+    def _measure(self, model: nn.Module, label: str, folder: Path) -> dict[str, Any]:
         from srcompress.measure.stage import measure_stage
 
-        return measure_stage(model, label, self.recipe, registry=self.registry, quiet=self.quiet)
+        self.kept_dirs.append(folder)
+        return measure_stage(model, label, self.recipe, registry=self.registry, out_dir=folder, quiet=self.quiet)
 
     # ---------------------------------------------------------------- deploy
     def _deploy(self, model: nn.Module) -> None:
@@ -298,7 +303,9 @@ class _Engine:
         from srcompress.measure.stage import write_run_report
 
         assert self.result is not None
-        return write_run_report(self.rundir.path / "report", self.recipe, self.result.records, self.result.deployments)
+        return write_run_report(
+            self.rundir.path / "report", self.recipe, self.result.records, self.kept_dirs, self.result.deployments
+        )
 
 
 def _module_signature(model: nn.Module | None) -> list[Any]:

@@ -64,6 +64,24 @@ def scale_tail(model, config, ctx):
     return model
 
 
+@define(frozen=True, kw_only=True)
+class CountConfig:
+    log: str = option(help="File to which each application appends a line.")
+    fail_if_exists: str = option("", help="Raise if this file exists (simulates a crash).")
+    sleep: float = option(0.0, help="Seconds to sleep after logging (to be killed meanwhile).")
+
+
+def count(model, config, ctx):
+    import os, time
+    with open(config.log, "a") as handle:
+        handle.write(f"stage{ctx.index + 1}\n")
+    if config.sleep:
+        time.sleep(config.sleep)
+    if config.fail_if_exists and os.path.exists(config.fail_if_exists):
+        raise RuntimeError("simulated crash")
+    return model
+
+
 @hookimpl
 def srcompress_models():
     return [ModelEntry(name="tiny_tp", build=lambda scale, o: TinySR(scale, o.width), scales=(2, 4),
@@ -73,5 +91,6 @@ def srcompress_models():
 @hookimpl
 def srcompress_techniques():
     return [TechniqueEntry(name="scale_tail", config_cls=ScaleConfig, apply=scale_tail,
-                           description="scales the last conv (test technique)")]
+                           description="scales the last conv (test technique)"),
+            TechniqueEntry(name="count", config_cls=CountConfig, apply=count, description="logs each application")]
 '''
