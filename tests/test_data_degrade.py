@@ -42,7 +42,7 @@ def test_reference_lr_files_through_read_image(data_root: Path) -> None:
     if not ref_root.is_dir():
         pytest.skip(f"needs the MATLAB-bicubic reference LR images in {ref_root}")
     total = exact = worst = 0
-    for name in ("Set5", "Set14"):
+    for name in ("Set5",):  # all of Set5 and Set14 are checked in test_data_imresize.py
         for scale in (2, 3, 4):
             for ref_path in sorted((ref_root / name / f"x{scale}").glob("*.png")):
                 lr = bicubic_downscale(read_image(data_root / name / ref_path.name), scale)
