@@ -74,7 +74,7 @@ class CountConfig:
 def count(model, config, ctx):
     import os, time
     with open(config.log, "a") as handle:
-        handle.write(f"stage{ctx.index + 1}\n")
+        handle.write(f"stage{ctx.index + 1}\\n")
     if config.sleep:
         time.sleep(config.sleep)
     if config.fail_if_exists and os.path.exists(config.fail_if_exists):
