@@ -1,0 +1,1 @@
+"""Built-in compression techniques (distillation, pruning, quantization), each a plugin subpackage."""
