@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +102,18 @@ def test_shapes_dtype_batch_and_size() -> None:
     assert imresize(batch[0], 2).shape == (3, 60, 44)
     # 96 * (1/3) is 32.000000000000004 in floating point: still 32, not 33.
     assert imresize(torch.rand(1, 96, 96), 1 / 3).shape == (1, 32, 32)
+
+
+def test_gather_path_equals_matrix_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long axes use per-tap gathers instead of a dense matrix: same numbers."""
+    module = sys.modules["srcompress.data.imresize"]  # the package attribute is the function
+
+    gen = torch.Generator().manual_seed(3)
+    img = torch.rand(2, 3, 26, 33, generator=gen, dtype=torch.float64)
+    dense = [imresize(img, s) for s in (0.25, 1 / 3, 0.5, 2, 3)]
+    monkeypatch.setattr(module, "_DENSE_LIMIT", 0)
+    for s, expected in zip((0.25, 1 / 3, 0.5, 2, 3), dense):
+        assert torch.allclose(imresize(img, s), expected, rtol=0, atol=1e-13)
 
 
 def test_constant_image_and_identity() -> None:

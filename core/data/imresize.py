@@ -12,9 +12,10 @@ The maths follows MATLAB's ``imresize(..., 'bicubic')`` as ported to Python by t
   index ``-1`` reads pixel ``0``);
 - the output size is ``ceil(in * scale)``; height is resized first, then width.
 
-The resize is separable; along each axis, every kernel tap is one gather of input rows/columns
-and one multiply-add, computed in float64 and cast back to the input dtype. The result is NOT clamped
-and NOT rounded (bicubic overshoots slightly outside [0, 1]).
+The resize is separable; each axis is one product with a (mostly zero) resampling matrix, or, for
+very long axes, one gather of input rows and one multiply-add per kernel tap. Everything is
+computed in float64 and cast back to the input dtype. The result is NOT clamped and NOT rounded
+(bicubic overshoots slightly outside [0, 1]).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import torch
 __all__ = ["imresize"]
 
 _KERNEL_WIDTH = 4.0
+# Axes up to this many (out x in) matrix entries (32 MiB in float64) are resized by one matrix
+# product, which beats per-tap gathers by far; longer axes use the gathers (memory linear in size).
+_DENSE_LIMIT = 1 << 22
 # Output sizes are ceil(in * scale); 1/3 * 96 is 32.00000000000001 in binary floating point.
 _SIZE_EPS = 1e-9
 
@@ -68,15 +72,38 @@ def _weights_indices(in_len: int, out_len: int, scale: float, antialias: bool) -
     return weights.contiguous(), _mirror(index.long() - 1, in_len).contiguous()
 
 
-def _resize_rows(x: torch.Tensor, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
-    """Resize float64 ``x`` (..., H, W) along H."""
-    weights, index = _weights_indices(x.shape[-2], out_len, float(scale), antialias)
-    weights, index = weights.to(x.device), index.to(x.device)
-    # One gather of whole rows + one multiply-add per kernel tap: linear in the output size.
+def _axis_weights(in_len: int, out_len: int, scale: float, antialias: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    weights, index = _weights_indices(in_len, out_len, float(scale), antialias)
+    return weights.to(device), index.to(device)
+
+
+def _dense(weights: torch.Tensor, index: torch.Tensor, in_len: int) -> torch.Tensor:
+    """The (out, in) resampling matrix; mirrored taps that land on the same pixel add up."""
+    matrix = torch.zeros(index.shape[0], in_len, dtype=torch.float64, device=index.device)
+    return matrix.scatter_add_(1, index, weights)
+
+
+def _gather_rows(x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Resize (..., H, W) along H with one row gather + multiply-add per kernel tap."""
     out = x.index_select(-2, index[:, 0]) * weights[:, 0, None]
     for tap in range(1, index.shape[1]):
         out.addcmul_(x.index_select(-2, index[:, tap]), weights[:, tap, None])
     return out
+
+
+def _resize_height(x: torch.Tensor, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
+    weights, index = _axis_weights(x.shape[-2], out_len, scale, antialias, x.device)
+    if out_len * x.shape[-2] <= _DENSE_LIMIT:
+        return torch.matmul(_dense(weights, index, x.shape[-2]), x)
+    return _gather_rows(x, weights, index)
+
+
+def _resize_width(x: torch.Tensor, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
+    weights, index = _axis_weights(x.shape[-1], out_len, scale, antialias, x.device)
+    if out_len * x.shape[-1] <= _DENSE_LIMIT:
+        return torch.matmul(x, _dense(weights, index, x.shape[-1]).T)
+    # Gathering whole rows is much faster than gathering strided columns: resize W as rows.
+    return _gather_rows(x.transpose(-2, -1).contiguous(), weights, index).transpose(-2, -1)
 
 
 def _out_size(in_len: int, scale: float) -> int:
@@ -120,8 +147,7 @@ def imresize(
         scale_h, scale_w = out_h / in_h, out_w / in_w
     y = x.to(torch.float64)
     if (out_h, scale_h) != (in_h, 1.0):
-        y = _resize_rows(y, out_h, scale_h, antialias)
+        y = _resize_height(y, out_h, scale_h, antialias)
     if (out_w, scale_w) != (in_w, 1.0):
-        # Gathering whole rows is much faster than gathering strided columns: resize W as rows.
-        y = _resize_rows(y.transpose(-2, -1).contiguous(), out_w, scale_w, antialias).transpose(-2, -1)
+        y = _resize_width(y, out_w, scale_w, antialias)
     return y.to(x.dtype).contiguous()
