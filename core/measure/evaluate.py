@@ -81,9 +81,8 @@ class EvalResult:
         values = [v[metric] for v in self.per_image[dataset].values() if v.get(metric) is not None]
         return sum(values) / len(values) if values else None
 
-    @property
     def means(self) -> dict[str, dict[str, float | None]]:
-        """``means[dataset][metric]``."""
+        """``means()[dataset][metric]``: :meth:`mean` of every dataset and metric."""
         return {d: {m: self.mean(d, m) for m in self.metrics} for d in self.per_image}
 
     def table(self) -> str:
@@ -103,7 +102,7 @@ class EvalResult:
             "scale": self.scale,
             "metrics": list(self.metrics),
             "higher_is_better": dict(self.higher_is_better),
-            "means": _jsonable(self.means),
+            "means": _jsonable(self.means()),
             "per_image": _jsonable(self.per_image),
             "notes": list(self.notes),
             "seconds": self.seconds,
@@ -163,6 +162,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     crop: int | None = None,
     keep_outputs: int = 0,
+    limit: int | None = None,
     registry: Registry | None = None,
     progress: bool = False,
 ) -> EvalResult:
@@ -176,11 +176,14 @@ def evaluate(
     :param metrics: metric names registered through the ``srcompress_metrics`` hook.
     :param crop: border shave passed to every metric; ``None`` lets each use its default (= scale).
     :param keep_outputs: keep the first N images (LR, SR, HR) of each dataset in ``result.kept``.
+    :param limit: score only the first N images of each dataset (quick checks); None = all.
     :param registry: plugin registry to resolve metric names (default: the process-wide one).
     :param progress: show a tqdm bar per dataset.
     """
     if isinstance(datasets, str):
         datasets = [datasets]
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 images per dataset, or None for all (got {limit})")
     registry = registry if registry is not None else default_registry()
     entries = _resolve_metrics(metrics, registry, crop)
     result = EvalResult(
@@ -196,7 +199,7 @@ def evaluate(
     start = time.perf_counter()
     try:
         for name in datasets:
-            _evaluate_dataset(model, name, scale, root, entries, device, crop, keep_outputs, result, progress)
+            _evaluate_dataset(model, name, scale, root, entries, device, crop, keep_outputs, limit, result, progress)
     finally:
         if module is not None:
             module.train(was_training)
@@ -213,15 +216,17 @@ def _evaluate_dataset(
     device: torch.device,
     crop: int | None,
     keep_outputs: int,
+    limit: int | None,
     result: EvalResult,
     progress: bool,
 ) -> None:
     dataset = srdata.resolve_dataset(name, root)
-    items: Any = dataset
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    items: Any = (dataset[i] for i in range(count))
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(dataset, desc=f"{name} x{scale}", unit="img")
+        items = tqdm(items, total=count, desc=f"{name} x{scale}", unit="img")
     per_image: dict[str, dict[str, float | None]] = {}
     kept: dict[str, KeptImage] = {}
     for image_name, image in items:

@@ -29,6 +29,8 @@ from srcompress.measure.evaluate import EvalResult, format_value, metric_label
 __all__ = ["StageRecord", "crops_from_results", "select_crop_box", "write_report"]
 
 _KNOWN_DIRECTIONS = {"psnr": True, "ssim": True, "psnr_rgb": True, "niqe": False, "lpips": False}
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -53,7 +55,7 @@ class StageRecord:
     @classmethod
     def from_eval(cls, stage: str, result: EvalResult, **kwargs: Any) -> StageRecord:
         """A record whose quality is the means of an :class:`EvalResult`."""
-        return cls(stage=stage, quality=result.means, **kwargs)
+        return cls(stage=stage, quality=result.means(), **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +142,8 @@ def _cost_table(records: Sequence[StageRecord]) -> list[str]:
 
 def _quality_table(records: Sequence[StageRecord], dataset: str, directions: Mapping[str, bool]) -> list[str]:
     metrics = _ordered_union([list(r.quality.get(dataset, {})) for r in records])
+    # a metric no stage could compute (e.g. LPIPS offline) is left out; the notes say why
+    metrics = [m for m in metrics if any(r.quality.get(dataset, {}).get(m) is not None for r in records)]
     header = ["Stage"] + [f"{metric_label(m)} {'↑' if _direction(m, directions) else '↓'}" for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(metrics)]
     base = records[0].quality.get(dataset, {})
@@ -177,6 +181,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a report is for sharing
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -241,9 +246,13 @@ def _plot_quality(records: Sequence[StageRecord], path: Path, title: str, direct
         ax.set_xlabel(xlabel + "  (left is faster)" if backends else xlabel + "  (left is cheaper)")
         ax.grid(True, alpha=0.3)
         ax.margins(x=0.18, y=0.18)
+        corner = (0.02, 0.96, "top") if _direction(metric, directions) else (0.02, 0.04, "bottom")
+        ax.text(corner[0], corner[1], ("↖" if corner[2] == "top" else "↙") + " better", transform=ax.transAxes,
+                fontsize=9, color="0.35", va=corner[2], ha="left")
         missing = len(records) - len(points)
         if missing:
-            ax.text(0.01, 0.01, f"{missing} stage(s) without a value not shown", transform=ax.transAxes, fontsize=8, color="0.4")
+            ax.text(0.98, 0.02, f"{missing} stage(s) without a value not shown", transform=ax.transAxes,
+                    fontsize=8, color="0.4", ha="right", va="bottom")
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
