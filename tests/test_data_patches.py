@@ -102,3 +102,12 @@ def test_named_source(data_root: Path) -> None:
     assert lr.shape == (3, 8, 8) and hr.shape == (3, 32, 32)
     assert float(hr.min()) >= 0 and float(hr.max()) <= 1
     assert torch.equal((lr * 255).round() / 255, lr)  # quantized like the reference LR files
+
+
+def test_sources_names_and_folders(folder: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> None:
+    monkeypatch.chdir(folder.parent)
+    by_bare_folder_name = PatchDataset(["hr"], scale=2, patch=16)  # not a dataset name: the folder
+    assert by_bare_folder_name.names == ["hr/a", "hr/b", "hr/c"]
+    (folder.parent / "Set5").mkdir()  # a dataset name stays the dataset, even with such a folder here
+    mixed = PatchDataset(["Set5", folder], scale=2, patch=16, root=data_root)
+    assert len(mixed) == 8 and mixed.names[0] == "Set5/baby" and mixed.names[-1] == "hr/c"

@@ -20,8 +20,8 @@ CMYK, YCbCr, LAB, HSV       converted to RGB by Pillow (CMYK: Pillow's naive con
                             no ICC colour management)
 ==========================  ==================================================================
 
-Only the first frame of a multi-frame file is read. EXIF orientation is NOT applied: pixels are
-returned as stored, like the published SR benchmarks use them.
+Only the first frame of a multi-frame file is read. EXIF orientation is NOT applied and ICC
+profiles are ignored: pixels are returned as stored, like the published SR benchmarks use them.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from srcompress.data.datasets import HRFolder, resolve_dataset
+from srcompress.data.datasets import HRFolder, list_datasets, resolve_dataset
 from srcompress.data.degrade import bicubic_downscale, modcrop
 from srcompress.data.images import read_image
 from srcompress.errors import DataError
@@ -40,10 +40,16 @@ _MAX_LISTED = 10
 
 
 def _open_source(source: str | os.PathLike[str], root: str | os.PathLike[str] | None) -> HRFolder:
-    """A dataset name (``"T91"``) or a folder path."""
-    if isinstance(source, os.PathLike) or os.sep in str(source) or Path(source).is_dir():
+    """A dataset name (``"T91"``, resolved like :func:`resolve_dataset`) or a folder path.
+
+    A string that names a dataset is a dataset even if a folder of that name exists in the
+    working directory; write ``./T91`` for the folder.
+    """
+    if isinstance(source, os.PathLike) or os.sep in source:
         return HRFolder(source)
-    return resolve_dataset(str(source), root)
+    if source.lower() in (name.lower() for name in list_datasets()) or not Path(source).is_dir():
+        return resolve_dataset(source, root)
+    return HRFolder(source)
 
 
 def _compact(image: torch.Tensor) -> torch.Tensor:
@@ -59,7 +65,8 @@ def _expand(image: torch.Tensor) -> torch.Tensor:
 class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Random (LR, HR) training patches from HR image folders; see the module documentation.
 
-    :param sources: dataset names (resolved with ``root``, like ``resolve_dataset``) or folders.
+    :param sources: dataset names (resolved with ``root``, like ``resolve_dataset``) or folders
+        (a ``Path``, a string with a ``/``, or an existing folder that is not a dataset name).
     :param scale: integer SR factor.
     :param patch: HR patch size in pixels; must be a multiple of ``scale``.
     :param root: data root for named sources (recipe ``data.root``).
