@@ -1,0 +1,120 @@
+"""A small index over an ONNX graph: producers, consumers, initializers, attribute reads.
+
+Only what the rewrites and the pre-flight need; the graph itself stays a plain ``onnx.GraphProto``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+__all__ = ["GraphIndex", "attribute", "opset_version", "topological_sort"]
+
+
+def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """The value of attribute ``name`` of ``node`` (strings decoded), or ``default``."""
+    for attr in node.attribute:
+        if attr.name == name:
+            value = onnx.helper.get_attribute_value(attr)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def opset_version(model: onnx.ModelProto, domain: str = "") -> int | None:
+    """The model's opset version for ``domain`` ("" is the default ONNX domain)."""
+    for entry in model.opset_import:
+        if entry.domain in (domain, "ai.onnx" if domain == "" else domain):
+            return int(entry.version)
+    return None
+
+
+class GraphIndex:
+    """Producers, consumers and initializers of ``graph`` (rebuild after structural edits)."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in graph.node:
+            for out in node.output:
+                self.producer[out] = node
+            for inp in node.input:
+                if inp:
+                    self.consumers[inp].append(node)
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.outputs = {out.name for out in graph.output}
+
+    def only_consumer(self, tensor: str) -> onnx.NodeProto | None:
+        """The single node reading ``tensor`` when nothing else (no other node, no graph output) does."""
+        users = self.consumers.get(tensor, [])
+        return users[0] if len(users) == 1 and tensor not in self.outputs else None
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or of a ``Constant`` node's output; None when not constant."""
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            value = attribute(node, "value")
+            if isinstance(value, onnx.TensorProto):
+                return numpy_helper.to_array(value)
+        return None
+
+    def use_count(self, tensor: str) -> int:
+        return len(self.consumers.get(tensor, [])) + (1 if tensor in self.outputs else 0)
+
+    def replace_initializer(self, node: onnx.NodeProto, slot: int, value: np.ndarray, suffix: str) -> None:
+        """Give ``node.input[slot]`` the array ``value``: in place when only it uses the old one, else a copy."""
+        old = node.input[slot]
+        if old in self.initializers and self.use_count(old) == 1:
+            self.initializers[old].CopyFrom(numpy_helper.from_array(value.astype(_dtype_of(self.initializers[old])), old))
+            for stale in [v for v in self.graph.value_info if v.name == old]:  # its shape may have changed
+                self.graph.value_info.remove(stale)
+            return
+        name = self._fresh(f"{old}_{suffix}")
+        dtype = _dtype_of(self.initializers[old]) if old in self.initializers else value.dtype
+        tensor = numpy_helper.from_array(value.astype(dtype), name)
+        self.graph.initializer.append(tensor)
+        self.initializers[name] = tensor
+        node.input[slot] = name
+        self.consumers[name].append(node)
+
+    def _fresh(self, base: str) -> str:
+        taken = set(self.initializers) | set(self.producer) | {i.name for i in self.graph.input}
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+
+def _dtype_of(tensor: onnx.TensorProto) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+
+
+def topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` so every node follows the producers of its inputs (stable otherwise)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        progressed = False
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+                progressed = True
+            else:
+                rest.append(node)
+        if not progressed:  # a cycle or a dangling input: leave the remainder as it was
+            ordered.extend(rest)
+            break
+        pending = rest
+    copies = [onnx.NodeProto() for _ in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)

@@ -1,0 +1,294 @@
+"""The torch and onnx backends: outputs within tolerance, save/load, exact SR rewrites, fp16, Q/DQ, FFT forms."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+from onnx import helper as oh
+from torch import nn
+
+from srcompress.backends.onnx import (
+    OnnxConfig,
+    apply_rewrites,
+    compile_onnx,
+    crd_to_dcr_permutation,
+    depth_to_space_modes,
+    export_onnx,
+    load_onnx_deployed,
+    qdq_summary,
+)
+from srcompress.backends.onnx.rewrites import PERMUTED_KEY, max_output_difference
+from srcompress.backends.torch_backend import TorchConfig, compile_torch, load_torch
+from srcompress.config import field_help
+from srcompress.errors import DeployError
+from srcompress.registry import Registry
+from test_deploy import TinySR, WithFourier
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TinySR:
+    return TinySR().eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny: TinySR) -> onnx.ModelProto:
+    """The tiny net exported once (dynamic batch/height/width), shared by the ONNX tests."""
+    return export_onnx(tiny, torch.rand(1, 3, 12, 16))
+
+
+def _feeds(*shape: int) -> np.ndarray:
+    return np.random.default_rng(0).random(shape, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------ registry
+
+
+def test_three_backends_are_registered_as_plugins_with_documented_options() -> None:
+    registry = Registry()
+    backends = {b.name: b for b in registry.list_backends()}
+    assert {"torch", "onnx", "tensorrt"} <= set(backends)
+    assert {n: backends[n].plugin for n in ("torch", "onnx", "tensorrt")} == {"torch": "torch", "onnx": "onnx", "tensorrt": "tensorrt"}
+    for name in ("torch", "onnx", "tensorrt"):
+        entry = backends[name]
+        assert set(entry.tolerance) >= {"fp32", "fp16"}
+        for field in attrs.fields(entry.config_cls):
+            assert field_help(field)[0], f"{name}.{field.name} has no help text"
+
+
+# ------------------------------------------------------------------------------------ torch
+
+
+def test_torch_backend_precisions_within_tolerance(tiny: TinySR) -> None:
+    x = torch.rand(2, 3, 10, 14)
+    ref = tiny(x)
+    exact = compile_torch(tiny, x, TorchConfig(device="cpu"))
+    assert float((exact(x) - ref).abs().max()) == 0.0
+    assert exact.metadata["scale"] == 2 and exact.metadata["output_shape"] == [2, 3, 20, 28]
+    for precision, tol in (("bf16", 6e-2), ("fp16", 2e-2)):
+        half = compile_torch(tiny, x, TorchConfig(device="cpu", precision=precision, channels_last=True))
+        out = half(x)
+        assert out.dtype == torch.float32 and 0 < float((out - ref).abs().max()) < tol
+        assert half.metadata["precision"] == precision and half.metadata["channels_last"] is True
+    assert next(tiny.parameters()).dtype == torch.float32, "compiling must not convert the user's model"
+
+
+def test_torch_backend_save_load_round_trip_with_dynamic_shapes(tiny: TinySR, tmp_path) -> None:
+    deployed = compile_torch(tiny, torch.rand(1, 3, 12, 12), TorchConfig(device="cpu"))
+    path = deployed.save(tmp_path / "tiny")
+    assert path.name == "tiny.pt2"
+    loaded = load_torch(path, TorchConfig(device="cpu"))
+    x = torch.rand(3, 3, 7, 19)  # another batch, non-square, odd size
+    assert float((loaded(x) - tiny(x)).abs().max()) < 1e-6
+    assert loaded.metadata["backend"] == "torch" and "torch" in loaded.metadata["versions"]
+    with pytest.raises(DeployError, match=r"no saved program at .*missing.pt2"):
+        load_torch(tmp_path / "missing.pt2", TorchConfig(device="cpu"))
+
+
+def test_torch_backend_export_forms_only_when_asked() -> None:
+    model = WithFourier().eval()
+    x = torch.rand(1, 3, 8, 12)
+    assert compile_torch(model, x, TorchConfig(device="cpu")).metadata["fft"] == "dft_op"
+    free = compile_torch(model, x, TorchConfig(device="cpu", fft="fft_free"))
+    assert free.metadata["export_forms"] == ["unit", "inner.1"]
+    assert float((free(x) - model(x)).abs().max()) < 1e-5
+    half = compile_torch(model, x, TorchConfig(device="cpu", precision="bf16"))  # torch has no half FFT on CPU
+    assert half.metadata["fft"] == "fft_free" and float((half(x) - model(x)).abs().max()) < 6e-2
+
+
+def test_torch_backend_refuses_cuda_without_gpu(tiny: TinySR) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(DeployError, match=r"device 'cuda' requested but torch sees no CUDA GPU; use device: cpu"):
+        compile_torch(tiny, torch.rand(1, 3, 8, 8), TorchConfig(device="cuda"))
+
+
+@pytest.mark.slow
+def test_torch_backend_compile(tiny: TinySR) -> None:
+    deployed = compile_torch(tiny, torch.rand(1, 3, 12, 16), TorchConfig(device="cpu", compile=True))
+    x = torch.rand(1, 3, 12, 16)
+    assert float((deployed(x) - tiny(x)).abs().max()) < 1e-4
+
+
+# ------------------------------------------------------------------------------------ onnx
+
+
+def test_onnx_export_has_named_dynamic_dims_and_crd_pixel_shuffle(tiny_onnx: onnx.ModelProto) -> None:
+    dims = [d.dim_param or d.dim_value for d in tiny_onnx.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    assert depth_to_space_modes(tiny_onnx) == ["CRD"]
+    assert {o.domain: o.version for o in tiny_onnx.opset_import}[""] == 18
+
+
+def test_onnx_backend_from_module_fp32_rewritten_and_exact(tiny: TinySR) -> None:
+    deployed = compile_onnx(tiny, torch.rand(1, 3, 12, 16), OnnxConfig(provider="cpu", threads=1))
+    x = torch.rand(2, 3, 9, 21)
+    assert float((deployed(x) - tiny(x)).abs().max()) < 1e-5
+    meta = deployed.metadata
+    assert meta["backend"] == "onnx" and meta["providers"] == ["CPUExecutionProvider"] and meta["fft"] == "dft_op"
+    assert [(r["name"], r["applied"]) for r in meta["rewrites"]] == [("activation_before_d2s", 1), ("d2s_dcr", 1)]
+    assert all(r["max_abs_diff"] <= 1e-6 for r in meta["rewrites"])
+    ops = [n.op_type for n in deployed.proto.graph.node]
+    assert ops.index("PRelu") < ops.index("DepthToSpace"), "the PReLU now runs before the pixel shuffle"
+    assert depth_to_space_modes(deployed.proto) == ["DCR"]
+
+
+def test_crd_to_dcr_permutation_matches_torch_pixel_shuffle() -> None:
+    channels, block = 3, 2
+    x = torch.rand(1, channels * block * block, 4, 5)
+    crd = torch.pixel_shuffle(x, block)
+    perm = torch.from_numpy(crd_to_dcr_permutation(channels, block))
+    y = x[:, perm].reshape(1, block, block, channels, 4, 5).permute(0, 3, 4, 1, 5, 2).reshape(1, channels, 8, 10)  # DCR
+    assert torch.equal(y, crd)
+
+
+def test_each_rewrite_is_exact_and_reported(tiny_onnx: onnx.ModelProto) -> None:
+    feeds = _feeds(1, 3, 12, 16)
+    for names in (["d2s_dcr"], ["activation_before_d2s"], ["activation_before_d2s", "d2s_dcr"]):
+        out, reports = apply_rewrites(tiny_onnx, names, feeds)
+        assert [r.name for r in reports] == names and all(r.applied == 1 for r in reports)
+        diff, peak = max_output_difference(tiny_onnx, out, _feeds(2, 3, 10, 7))
+        assert diff <= 1e-6 * peak and peak > 0
+        assert depth_to_space_modes(out) == (["DCR"] if "d2s_dcr" in names else ["CRD"])
+    assert depth_to_space_modes(tiny_onnx) == ["CRD"], "rewrites work on a copy"
+    conv = next(n for n in out.graph.node if n.op_type == "Conv" and any(p.key == PERMUTED_KEY for p in n.metadata_props))
+    assert conv.input[1] == "pw.weight"
+
+
+def _conv_chain_graph(*, shared: bool = False) -> onnx.ModelProto:
+    """Conv -> Mul(per-channel) -> Add(scalar) -> Relu -> DepthToSpace(CRD, 2); ``shared``: Mul also read elsewhere."""
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((12, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(12).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.random((1, 12, 1, 1)).astype(np.float32), "scale"),
+        numpy_helper.from_array(np.array(0.25, np.float32), "shift"),
+    ]
+    nodes = [
+        oh.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        oh.make_node("Mul", ["c", "scale"], ["m"]),
+        oh.make_node("Add", ["shift", "m"], ["a"]),
+        oh.make_node("Relu", ["a"], ["r"]),
+        oh.make_node("DepthToSpace", ["r"], ["y"], blocksize=2, mode="CRD"),
+    ]
+    outputs = [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if shared:
+        outputs.append(oh.make_tensor_value_info("m", TensorProto.FLOAT, None))
+    graph = oh.make_graph(nodes, "chain", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])], outputs, inits)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+
+
+def test_dcr_rewrite_permutes_per_channel_constants_between_conv_and_shuffle() -> None:
+    model = _conv_chain_graph()
+    out, reports = apply_rewrites(model, ["d2s_dcr"], _feeds(1, 3, 5, 6))
+    assert reports[0].applied == 1 and depth_to_space_modes(out) == ["DCR"]
+    scale = numpy_helper.to_array(next(i for i in out.graph.initializer if i.name == "scale"))
+    perm = crd_to_dcr_permutation(3, 2)
+    original = numpy_helper.to_array(model.graph.initializer[2])
+    assert np.array_equal(scale.reshape(-1), original.reshape(-1)[perm])
+    diff, _ = max_output_difference(model, out, _feeds(1, 3, 7, 4))
+    assert diff <= 1e-6
+
+
+def test_dcr_rewrite_skips_a_conv_whose_output_is_read_elsewhere() -> None:
+    model = _conv_chain_graph(shared=True)
+    out, reports = apply_rewrites(model, ["d2s_dcr"], _feeds(1, 3, 5, 6))
+    assert reports[0].applied == 0 and depth_to_space_modes(out) == ["CRD"]
+
+
+def test_onnx_backend_fp16_and_save_load_round_trip(tiny: TinySR, tiny_onnx: onnx.ModelProto, tmp_path) -> None:
+    example = torch.rand(1, 3, 12, 16)
+    half = compile_onnx(tiny_onnx, example, OnnxConfig(provider="cpu", precision="fp16"))
+    x = torch.rand(1, 3, 10, 10)
+    err = float((half(x) - tiny(x)).abs().max())
+    assert 0 < err < 2e-2
+    assert half.proto.graph.initializer[0].data_type == TensorProto.FLOAT16
+    path = half.save(tmp_path / "tiny_fp16")
+    assert path.name == "tiny_fp16.onnx"
+    loaded = load_onnx_deployed(path, OnnxConfig(provider="cpu", threads=1))
+    assert torch.equal(loaded(x), half(x))
+    assert loaded.metadata["precision"] == "fp16" and loaded.metadata["rewrites"][1]["name"] == "d2s_dcr"
+    from_path = compile_onnx(path, example, OnnxConfig(provider="cpu", precision="fp16", rewrites=[]))
+    assert torch.equal(from_path(x), half(x))
+
+
+def test_onnx_backend_errors_name_the_fix(tiny_onnx: onnx.ModelProto) -> None:
+    example = torch.rand(1, 3, 12, 16)
+    with pytest.raises(DeployError, match=r"precision int8 needs a graph with QuantizeLinear/DequantizeLinear nodes"):
+        compile_onnx(tiny_onnx, example, OnnxConfig(provider="cpu", precision="int8"))
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(DeployError, match=r"no CUDAExecutionProvider .* install onnxruntime-gpu .* or set provider: cpu"):
+            compile_onnx(tiny_onnx, example, OnnxConfig(provider="cuda"))
+    with pytest.raises(DeployError, match=r"no ONNX file at .*nothing.onnx"):
+        compile_onnx("/nonexistent/nothing.onnx", example, OnnxConfig(provider="cpu"))
+
+
+def qdq_graph(*, zero_point: int = 0, dtype: type = np.int8) -> onnx.ModelProto:
+    """x -> Q/DQ (activation) -> Conv(weight from DQ, per-channel) -> DepthToSpace(CRD): an explicit-quantization graph."""
+    rng = np.random.default_rng(2)
+    weight = rng.integers(-100, 100, (12, 3, 3, 3)).astype(np.int8)
+    inits = [
+        numpy_helper.from_array(np.array(1 / 127, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(zero_point, dtype), "x_zero"),
+        numpy_helper.from_array(weight, "w_q"),
+        numpy_helper.from_array((rng.random(12) * 0.01 + 0.001).astype(np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(12, np.int8), "w_zero"),
+        numpy_helper.from_array(rng.standard_normal(12).astype(np.float32) * 0.1, "b"),
+    ]
+    nodes = [
+        oh.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"], name="q_in"),
+        oh.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"], name="dq_in"),
+        oh.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0, name="dq_w"),
+        oh.make_node("Conv", ["xd", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        oh.make_node("DepthToSpace", ["c"], ["y"], blocksize=2, mode="CRD"),
+    ]
+    graph = oh.make_graph(
+        nodes, "qdq", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+
+
+def test_int8_qdq_graph_deploys_and_the_dcr_rewrite_permutes_quantized_weights() -> None:
+    model = qdq_graph()
+    summary = qdq_summary(model)
+    assert (summary.quantize, summary.dequantize, summary.dtypes, summary.nonzero_zero_points) == (1, 2, ("int8",), ())
+    deployed = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8"))
+    assert deployed.metadata["qdq"] == {"quantize": 1, "dequantize": 2, "types": ["int8"]}
+    assert deployed.metadata["rewrites"][1] == {"name": "d2s_dcr", "applied": 1, "max_abs_diff": 0.0}
+    assert depth_to_space_modes(deployed.proto) == ["DCR"]
+    plain = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8", rewrites=[]))
+    x = torch.rand(1, 3, 9, 4)
+    assert float((deployed(x) - plain(x)).abs().max()) <= 1e-6
+    with pytest.raises(DeployError, match=r"holds 2 DequantizeLinear nodes \(a quantized model\); set precision: int8"):
+        compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu"))
+
+
+def test_onnx_fft_variants_dft_op_and_fft_free() -> None:
+    model = WithFourier().eval()
+    example = torch.rand(1, 3, 8, 12)
+    x = torch.rand(1, 3, 10, 14)
+    dft = compile_onnx(model, example, OnnxConfig(provider="cpu", fft="dft_op"))
+    free = compile_onnx(model, example, OnnxConfig(provider="cpu"))  # auto: export forms when present
+    assert sum(n.op_type == "DFT" for n in dft.proto.graph.node) >= 2
+    assert not any(n.op_type == "DFT" for n in free.proto.graph.node)
+    assert free.metadata["fft"] == "fft_free" and free.metadata["export_forms"] == ["unit", "inner.1"]
+    for deployed in (dft, free):
+        assert float((deployed(x) - model(x)).abs().max()) < 1e-4
+    assert any("DFT" in line for line in dft.metadata["preflight"])  # the ORT CPU speed warning
+
+
+def test_onnx_export_of_the_f2srgan_fourier_unit_drops_dft() -> None:
+    fourier = pytest.importorskip("srcompress.plugins.models.f2srgan.fourier", reason="F2SRGAN model plugin not installed")
+    torch.manual_seed(0)
+    unit = nn.Sequential(nn.Conv2d(3, 8, 1), fourier.FourierUnit(8, 8)).eval()
+    example = torch.rand(1, 3, 8, 12)
+    free = compile_onnx(unit, example, OnnxConfig(provider="cpu", fft="fft_free"))
+    assert free.metadata["export_forms"] == ["1"] and not any(n.op_type == "DFT" for n in free.proto.graph.node)
+    x = torch.rand(2, 3, 9, 15)  # the export form follows dynamic (odd) sizes
+    assert float((free(x) - unit(x)).abs().max()) < 1e-5
