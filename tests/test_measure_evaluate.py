@@ -68,10 +68,18 @@ class _ThirdParty:
         return [
             MetricEntry(name="ssim_matlab", compute=ssim_matlab, higher_is_better=True),
             MetricEntry(name="needs_gpu", compute=needs_gpu, higher_is_better=False),
+            MetricEntry(name="silent", compute=lambda sr, hr, scale: None, higher_is_better=True),
         ]
 
 
-@pytest.mark.parametrize(("dataset", "scale"), list(BICUBIC_REFERENCE))
+# Set14 x2 and x3 (the largest images) run with -m slow; the other four keep the default suite fast.
+_SLOW = {("Set14", 2), ("Set14", 3)}
+
+
+@pytest.mark.parametrize(
+    ("dataset", "scale"),
+    [pytest.param(*key, marks=[pytest.mark.slow] if key in _SLOW else []) for key in BICUBIC_REFERENCE],
+)
 def test_bicubic_baseline_matches_reference(data_root: Path, registry: Registry, dataset: str, scale: int) -> None:
     result = evaluate(_bicubic(scale), [dataset], scale, metrics=("psnr", "ssim"), registry=registry)
     psnr_ref, ssim_ref = BICUBIC_REFERENCE[(dataset, scale)]
@@ -126,9 +134,10 @@ def test_per_image_means_kept_limit_and_table(tiny_root: Path, registry: Registr
 
 def test_skipped_metrics_become_notes(tiny_root: Path, registry: Registry) -> None:
     registry.register(_ThirdParty(), "thirdparty")
-    result = evaluate(_bicubic(2), ["Set5"], 2, root=tiny_root, metrics=("psnr", "needs_gpu", "niqe"), registry=registry)
+    result = evaluate(_bicubic(2), ["Set5"], 2, root=tiny_root, metrics=("psnr", "needs_gpu", "niqe", "silent"), registry=registry)
     assert result.mean("Set5", "needs_gpu") is None and result.mean("Set5", "niqe") is None
     assert "needs_gpu: needs_gpu skipped: no GPU here" in result.notes
+    assert "silent: no value on any image of Set5 (the metric returned None without a reason)" in result.notes
     assert any(n.startswith("niqe: NIQE skipped: needs at least 96x96 pixels after the shave") for n in result.notes)
     assert "| - |" in result.table() and "- note: needs_gpu: needs_gpu skipped" in result.table()
 

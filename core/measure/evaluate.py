@@ -252,3 +252,5 @@ def _evaluate_dataset(
         missing = sum(1 for v in per_image.values() if v[entry.name] is None)
         if missing and missing < len(per_image):
             result.notes.append(f"{entry.name}: no value on {missing} of {len(per_image)} images of {name}; the mean is over the rest")
+        elif missing and not any(note.startswith(f"{entry.name}: ") for note in result.notes):
+            result.notes.append(f"{entry.name}: no value on any image of {name} (the metric returned None without a reason)")
