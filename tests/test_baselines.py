@@ -157,8 +157,8 @@ def test_unsupported_scale_names_the_model_and_its_scales() -> None:
         rrdbnet.build(3, rrdbnet.RRDBNetOptions())
 
 
-@pytest.mark.parametrize(("name", "module"), [("edsr", edsr), ("rcan", rcan), ("rrdbnet", rrdbnet)])
-def test_big_models_run_at_full_size_on_a_tiny_input(name: str, module: Any) -> None:
+@pytest.mark.parametrize("name", ["edsr", "rcan", "rrdbnet", "srfbn"])
+def test_big_models_run_at_full_size_on_a_tiny_input(name: str) -> None:
     entry = Registry().get_model(name)
     model = entry.build(4, entry.options_cls()).eval()
     with torch.no_grad():
@@ -273,7 +273,7 @@ def test_state_dict_keys_follow_the_official_code(name: str, scale: int, keys: l
     assert not missing
 
 
-def test_hints_of_edsr_and_swinir() -> None:
+def test_hints_of_edsr_rcan_and_swinir() -> None:
     model = edsr.build(4, edsr.EDSRBaselineOptions())
     hints = edsr.hints(model)
     assert hints.pixel_shuffle_convs == {"tail.0.0": 2, "tail.0.2": 2}
@@ -284,6 +284,11 @@ def test_hints_of_edsr_and_swinir() -> None:
     assert x3.pixel_shuffle_convs == {"tail.0.0": 3}
     with torch.device("meta"):
         light = swinir.build(3, swinir.SwinIROptions())
+        full_rcan = rcan.build(2, rcan.RCANOptions())
+    rc = rcan.hints(full_rcan)
+    assert rc.feature_taps == tuple(f"body.{g}" for g in range(10))
+    assert len(rc.residual_inner) == 200 and rc.residual_inner[-1] == "body.9.body.19.body.0"
+    assert rc.pixel_shuffle_convs == {"tail.0.0": 2}
     sw = swinir.hints(light)
     assert sw.pixel_shuffle_convs == {"upsample.0": 3}
     assert len(sw.residual_inner) == 24 and sw.residual_inner[0] == "layers.0.residual_group.blocks.0.mlp.fc1"
@@ -315,7 +320,12 @@ def test_rrdbnet_x2_pads_odd_inputs_and_crops() -> None:
 def test_feature_taps_are_feature_maps(name: str) -> None:
     """A forward hook on every tap sees an NCHW map at LR resolution (SRCNN/VDSR: upscaled; RRDBNet x2: half LR)."""
     entry = Registry().get_model(name)
-    small = {"edsr": {"blocks": 2}, "rcan": {"groups": 2, "blocks": 1}, "rrdbnet": {"blocks": 1}}.get(name, {})
+    small = {
+        "edsr": {"blocks": 2},
+        "rcan": {"groups": 2, "blocks": 1},
+        "rrdbnet": {"blocks": 1},
+        "srfbn": {"width": 32, "groups": 3},
+    }.get(name, {})
     model = entry.build(2, entry.options_cls(**small)).eval()
     modules = dict(model.named_modules())
     seen: dict[str, tuple[int, ...]] = {}

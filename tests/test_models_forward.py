@@ -16,12 +16,14 @@ from torch import nn
 from srcompress import ModelEntry, Registry
 
 LR_SIZE = 8
-# Full-size EDSR / RCAN / RRDBNet cost seconds per backward on 2 shared cores; their standard
-# configurations are built and run once (no backward) in tests/test_baselines.py.
+# Full-size EDSR / RCAN / RRDBNet / SRFBN cost seconds per backward on 2 shared cores; their standard
+# configurations are built and run once (no backward) in tests/test_baselines.py. SRFBN runs as the
+# published SRFBN-S (F=32, G=3).
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "edsr": {"blocks": 2},
     "rcan": {"groups": 2, "blocks": 2},
     "rrdbnet": {"blocks": 2},
+    "srfbn": {"width": 32, "groups": 3},
 }
 
 
