@@ -248,3 +248,26 @@ def test_discriminator_counts_and_stride_option() -> None:
         bug = f2.F2SRGANDiscriminator(f2.DiscriminatorOptions(published_stride_bug=True, sigmoid_output=True))
         assert bug.blocks(torch.rand(1, 3, 16, 16)).shape == (1, 512, 16, 16)
         assert 0.0 < float(bug(torch.rand(1, 3, 16, 16))) < 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["hilbert", "dft"])
+def test_export_form_goes_to_onnx_without_dft_and_with_dynamic_sizes(form: str) -> None:
+    """~30 s per form: dynamo export (opset 18) of a small F2SRGAN (2 blocks, one FFC) in export form."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = f2.F2SRGAN(2, f2.F2SRGANOptions(blocks=2, width=16)).eval()
+    exported = f2.to_export_form(model, form)
+    dim = torch.export.Dim
+    program = torch.onnx.export(
+        exported, (torch.rand(1, 3, 12, 16),), dynamo=True, opset_version=18,
+        dynamic_shapes={"x": {2: dim("h", min=4, max=1024), 3: dim("w", min=4, max=1024)}},
+    )
+    ops = {node.op_type for node in program.model_proto.graph.node}
+    assert "DFT" not in ops and {"MatMul", "Sin", "Cos"} <= ops
+    session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3, 12, 16), (1, 3, 9, 21)):  # the export size and another, odd one
+        x = torch.rand(shape)
+        out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        with torch.no_grad():
+            assert (torch.from_numpy(out) - model(x)).abs().max() < 1e-5
