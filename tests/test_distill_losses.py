@@ -30,6 +30,15 @@ from srcompress.plugins.techniques.distill import (
 from srcompress.training import LossInputs
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    """One torch thread: on the shared 2-core machine it is several times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _inputs(sr: torch.Tensor, hr: torch.Tensor | None = None, lr: torch.Tensor | None = None, **batch: object) -> LossInputs:
     hr = torch.zeros_like(sr) if hr is None else hr
     lr = torch.zeros_like(sr) if lr is None else lr
@@ -181,11 +190,14 @@ def test_afd_sums_over_teacher_taps_and_pools_student_to_teacher_size() -> None:
 
 
 def test_afd_layers_receive_gradients() -> None:
+    torch.manual_seed(0)
     loss = AFDLoss(AFDConfig(qk_dim=4))
     loss.bind([2, 2], [3])
     student = [torch.randn(2, 2, 3, 3, requires_grad=True), torch.randn(2, 2, 3, 3)]
     loss(_inputs(torch.zeros(2, 1, 1, 1), student_features=student, teacher_features=[torch.randn(2, 3, 3, 3)])).backward()
-    names = [n for n, p in loss.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # A Linear's bias right before BatchNorm has zero gradient in exact arithmetic (BN removes the mean).
+    names = [n for n, p in loss.named_parameters()
+             if not n.endswith(".0.bias") and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert student[0].grad is not None and student[0].grad.abs().sum() > 0
     assert names == [], f"no gradient reached {names}"
 

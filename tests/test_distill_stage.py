@@ -9,13 +9,13 @@ import torch
 from attrs import define
 from torch import nn
 
-from srcompress import LossEntry, Registry, default_registry, hookimpl
+from srcompress import LossEntry, ModelEntry, Registry, default_registry, hookimpl
 from srcompress.config import option, positive
 from srcompress.context import StageContext
 from srcompress.data import save_image
 from srcompress.errors import RecipeError, SrcompressError
 from srcompress.models import build_model
-from srcompress.plugins.models.f2srgan import F2SRGANOptions
+from srcompress.plugins.models.f2srgan import DiscriminatorOptions, F2SRGANDiscriminator, F2SRGANOptions
 from srcompress.plugins.techniques.distill import (
     AFDLoss,
     DistillationLoss,
@@ -31,6 +31,15 @@ from srcompress.recipe_types import DataConfig, ModelRef
 from srcompress.training import LossInputs, LossTerm
 
 SCALE = 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    """One torch thread: on the shared 2-core machine it is several times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +144,32 @@ def test_student_none_distills_into_the_incoming_model_from_a_named_teacher(tmp_
     torch.manual_seed(0)
     student = build_model(STUDENT)
     before = _params(student)
-    teacher_ref = ModelRef(name="f2srgan", scale=SCALE, options=F2SRGANOptions(blocks=2, width=16))
+    options = F2SRGANOptions(blocks=2, width=16)
+    weights = tmp_path / "teacher.pt"
+    torch.save(build_model(ModelRef(name="f2srgan", scale=SCALE, options=options)).state_dict(), weights)
+    teacher_ref = ModelRef(name="f2srgan", scale=SCALE, options=options, weights=str(weights))
     config = DistillConfig(teacher=teacher_ref, losses=(LossTerm(kind="output"), LossTerm(kind="at")),
-                           steps=2, lr=1e-3, num_taps=1, checkpoint_every=None)
+                           teacher_taps=("body.0",), steps=2, lr=1e-3, checkpoint_every=None)
     ctx = _ctx(tmp_path, hr_folder)
     result = apply(student, config, ctx)
     assert result is student and _no_hooks(student)
     assert any(not torch.equal(v, before[k]) for k, v in _params(student).items())
-    assert ctx.notes[0] == "taps: student body.1; teacher body.1"
+    assert ctx.notes[0] == "taps: student body.1; teacher body.0"  # one explicit teacher tap -> one hinted student tap
+
+
+def test_teacher_without_weights_is_refused(tmp_path: Path, hr_folder: Path) -> None:
+    config = DistillConfig(teacher=ModelRef(name="f2srgan", scale=SCALE), steps=1)
+    with pytest.raises(SrcompressError, match=r"teacher f2srgan has no weights .*add 'weights: official'"):
+        apply(build_model(STUDENT), config, _ctx(tmp_path, hr_folder))
+
+
+def test_incoming_teacher_gets_its_flags_back(tmp_path: Path, hr_folder: Path) -> None:
+    teacher = _teacher().train()
+    flags = [p.requires_grad for p in teacher.parameters()]
+    assert True in flags and False in flags  # the mean shifts are frozen by the model itself
+    config = DistillConfig(student=STUDENT, losses=(LossTerm(kind="output"),), steps=1, checkpoint_every=None)
+    apply(teacher, config, _ctx(tmp_path, hr_folder))
+    assert teacher.training and [p.requires_grad for p in teacher.parameters()] == flags
 
 
 def test_split_anchor_keeps_the_first_l1_for_the_trainer() -> None:
@@ -258,3 +285,45 @@ def test_distillation_loss_in_a_train_stage_is_a_clear_error(tmp_path: Path, hr_
     data = DataConfig(train=(str(hr_folder),), patch=16, batch=2)
     with pytest.raises(SrcompressError, match=r"loss 'output' needs a teacher: use it in the losses of a 'distill' stage"):
         fit(build_model(STUDENT), config, data, SCALE, work_dir=tmp_path, progress=False)
+
+
+# ---------------------------------------------------------------------------------------- GAN-aware
+class DiscriminatorPlugin:
+    """Registers the F2SRGAN discriminator as a model where the f2srgan plugin does not (yet)."""
+
+    @hookimpl
+    def srcompress_models(self) -> list[ModelEntry]:
+        return [ModelEntry(name="f2srgan_discriminator", build=lambda _s, options: F2SRGANDiscriminator(options),
+                           scales=(2, 4), options_cls=DiscriminatorOptions)]
+
+
+def test_gan_aware_distillation_trains_student_and_discriminator(tmp_path: Path, hr_folder: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = Registry()
+    if "f2srgan_discriminator" not in {m.name for m in registry.list_models()}:
+        registry.register(DiscriminatorPlugin(), "test-discriminator")
+    from srcompress.training import trainer as trainer_module
+
+    discriminators: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
+    original_init = trainer_module.Trainer.__init__
+
+    def init(self: object, *args: object, **kwargs: object) -> None:
+        original_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        disc = self.disc  # type: ignore[attr-defined]
+        discriminators.append((disc, _params(disc)))
+
+    monkeypatch.setattr(trainer_module.Trainer, "__init__", init)
+    recipe = {**RECIPE, "stages": [{
+        **RECIPE["stages"][0],
+        "losses": [{"kind": "output"}, {"kind": "at", "weight": 10}, {"kind": "gan", "weight": 0.1, "flavor": "relativistic_paired"},
+                   {"kind": "tv", "weight": 2.0e-8, "reduction": "sum"}],
+        "discriminator": {"name": "f2srgan_discriminator", "scale": 2, "features": [8, 8, 16, 16], "hidden": 16, "pool": 2},
+    }]}
+    config = parse_recipe(recipe, registry=registry).stages[0].config
+    torch.manual_seed(0)
+    ctx = _ctx(tmp_path, hr_folder, registry)
+    student = apply(_teacher(), config, ctx)
+    disc, before = discriminators[0]
+    assert isinstance(disc, F2SRGANDiscriminator) and disc.options.features == (8, 8, 16, 16)
+    assert not torch.equal(before["classifier.4.weight"], disc.state_dict()["classifier.4.weight"])
+    assert "1 x output, 10 x at, 0.1 x gan, 2e-08 x tv" in ctx.notes[-1] and _no_hooks(student)

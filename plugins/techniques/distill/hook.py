@@ -35,7 +35,7 @@ def tap_channels(model: nn.Module, names: Sequence[str], device: torch.device) -
 
 
 class DistillHook(TrainingHook):
-    """Runs the teacher, captures taps, binds adapters; removes every forward hook at teardown.
+    """Runs the teacher (frozen while training), captures taps, binds adapters; undoes all at teardown.
 
     :param teacher: the teacher (frozen here: eval mode, no gradients).
     :param terms: named ``(weight, module)`` loss terms; :class:`DistillationLoss` modules that use
@@ -54,6 +54,7 @@ class DistillHook(TrainingHook):
         self.student: nn.Module | None = None
         self._student_hooks: FeatureTaps | None = None
         self._teacher_hooks: FeatureTaps | None = None
+        self._teacher_flags: tuple[bool, list[bool]] | None = None
 
     @property
     def uses_features(self) -> bool:
@@ -61,6 +62,7 @@ class DistillHook(TrainingHook):
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         self.student = model
+        self._teacher_flags = (self.teacher.training, [p.requires_grad for p in self.teacher.parameters()])
         self.teacher.to(device).eval().requires_grad_(False)
         if not self.uses_features:
             return
@@ -100,7 +102,14 @@ class DistillHook(TrainingHook):
         )
 
     def teardown(self) -> None:
+        """Remove the forward hooks; give the teacher back its training mode and requires_grad flags."""
         for taps in (self._student_hooks, self._teacher_hooks):
             if taps is not None:
                 taps.remove()
         self._student_hooks = self._teacher_hooks = None
+        if self._teacher_flags is not None:
+            training, flags = self._teacher_flags
+            self.teacher.train(training)
+            for param, flag in zip(self.teacher.parameters(), flags, strict=True):
+                param.requires_grad_(flag)
+            self._teacher_flags = None

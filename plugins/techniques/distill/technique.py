@@ -67,6 +67,11 @@ def _models(model: nn.Module, config: DistillConfig, ctx: Any) -> tuple[nn.Modul
     for role, ref in (("teacher", config.teacher), ("student", config.student)):
         if ref is not None and ref.scale != ctx.scale:
             raise SrcompressError(f"stage '{ctx.stage_name}': {role} {ref.name} is x{ref.scale} but the model is x{ctx.scale}")
+    if config.teacher is not None and config.teacher.weights is None:
+        raise SrcompressError(
+            f"stage '{ctx.stage_name}': teacher {config.teacher.name} has no weights (a random teacher teaches "
+            "nothing); add 'weights: official' (a published tag) or a checkpoint path"
+        )
     if config.teacher is None and config.student is None:
         return copy.deepcopy(model), model
     teacher = ctx.build_model(config.teacher) if config.teacher is not None else model
@@ -98,8 +103,9 @@ def apply(model: nn.Module, config: DistillConfig, ctx: Any) -> nn.Module:
     student_taps: tuple[str, ...] = ()
     teacher_taps: tuple[str, ...] = ()
     if needs_taps:
-        student_taps = resolve_taps(student, config.student_taps, ctx.hints(student).feature_taps, config.num_taps, "student")
-        count = len(student_taps) if config.student_taps else config.num_taps
+        # a side named explicitly sets the number of taps taken from the other side's hints
+        count = len(config.student_taps or config.teacher_taps) or config.num_taps
+        student_taps = resolve_taps(student, config.student_taps, ctx.hints(student).feature_taps, count, "student")
         teacher_taps = resolve_taps(teacher, config.teacher_taps, ctx.hints(teacher).feature_taps, count, "teacher")
     hook = DistillHook(teacher, terms, student_taps, teacher_taps)
     discriminator = ctx.build_model(config.discriminator) if config.discriminator is not None else None

@@ -1,0 +1,236 @@
+"""Benchmark: distil published F2SRGAN x4 into its 8-block, no-FFC student with four loss mixes.
+
+Variants (same steps, data order, LR and initialisation): ``output`` (L1 to the teacher's image),
+``output+at`` (plus activation attention transfer), ``output+afd`` (plus attention-based feature
+distillation), ``output+afd+gan`` (plus a relativistic adversarial term against an F2SRGAN-style
+discriminator trained from scratch). Reported per variant on Set5 and Set14 (x4, MATLAB-bicubic LR):
+PSNR-Y / SSIM-Y to HR, NIQE (Y, shave 4; lower is better) and PSNR-Y to the teacher's output.
+
+The student is initialised from the teacher itself: MeanShift, head, upsampler and tail, and body
+block i <- teacher block 2i+1 (the teacher's 8 blocks without FFC), so every variant starts from
+the same point (the ``init`` row); the released KD student's weights are not used.
+
+Command (about 30 minutes on 2 shared CPU cores)::
+
+    .venv/bin/python benchmarks/distill_f2srgan.py --steps 200 --out docs/benchmarks_distill.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+if (SHARED / "data").is_dir():
+    os.environ.setdefault("SRCOMPRESS_DATA", str(SHARED / "data"))
+if (SHARED / "weights").is_dir():
+    os.environ.setdefault("SRCOMPRESS_WEIGHTS", str(SHARED / "weights"))
+
+from srcompress import ModelEntry, default_registry, hookimpl  # noqa: E402
+from srcompress.context import StageContext  # noqa: E402
+from srcompress.data import bicubic_downscale, modcrop, resolve_dataset  # noqa: E402
+from srcompress.measure import psnr  # noqa: E402
+from srcompress.models import build_model  # noqa: E402
+from srcompress.plugins.models.f2srgan import DiscriminatorOptions, F2SRGANDiscriminator, F2SRGANOptions  # noqa: E402
+from srcompress.plugins.techniques.distill import AFDConfig, ATConfig, DistillConfig, OutputConfig, apply  # noqa: E402
+from srcompress.recipe_types import DataConfig, ModelRef  # noqa: E402
+from srcompress.training import GANConfig, LossTerm  # noqa: E402
+
+SCALE = 4
+EVAL_SETS = ("Set5", "Set14")
+TEACHER = ModelRef(name="f2srgan", scale=SCALE, weights="official")
+STUDENT = ModelRef(name="f2srgan", scale=SCALE, options=F2SRGANOptions(blocks=8, ffc_blocks=()))
+
+
+def init_student(teacher: nn.Module) -> nn.Module:
+    """The 8-block student with the teacher's non-FFC blocks (1, 3, ..., 15), head, upsampler, tail."""
+    student = build_model(STUDENT)
+    state = teacher.state_dict()
+    mapped = {}
+    for key in student.state_dict():
+        if key.startswith("body."):
+            _, index, rest = key.split(".", 2)
+            mapped[key] = state[f"body.{2 * int(index) + 1}.{rest}"]
+        else:
+            mapped[key] = state[key]
+    student.load_state_dict(mapped)
+    return student
+
+
+def variants(args: argparse.Namespace) -> dict[str, tuple[LossTerm, ...]]:
+    output = LossTerm(kind="output", weight=1.0, options=OutputConfig(distance="l1"))
+    at = LossTerm(kind="at", weight=args.at_weight, options=ATConfig(p=2.0))
+    afd = LossTerm(kind="afd", weight=args.afd_weight, options=AFDConfig(qk_dim=128))
+    gan = LossTerm(kind="gan", weight=args.gan_weight, options=GANConfig(flavor="relativistic_paired"))
+    return {"output": (output,), "output+at": (output, at), "output+afd": (output, afd), "output+afd+gan": (output, afd, gan)}
+
+
+class _DiscriminatorPlugin:
+    """Exposes :class:`F2SRGANDiscriminator` as a model while the f2srgan plugin does not register one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def srcompress_models(self) -> list[ModelEntry]:
+        return [ModelEntry(name=self.name, build=lambda _scale, options: F2SRGANDiscriminator(options),
+                           scales=(2, 3, 4, 8), options_cls=DiscriminatorOptions,
+                           description="F2SRGAN discriminator (registered by the distill benchmark)")]
+
+
+def discriminator(args: argparse.Namespace) -> ModelRef:
+    """The F2SRGAN discriminator (narrower than published, to fit the CPU budget), trained from scratch."""
+    registry = default_registry()
+    if args.discriminator not in {m.name for m in registry.list_models()}:
+        registry.register(_DiscriminatorPlugin(args.discriminator), "distill-benchmark-discriminator")
+    entry = registry.get_model(args.discriminator)
+    options = entry.options_cls(features=tuple(args.disc_features), hidden=args.disc_hidden)
+    return ModelRef(name=args.discriminator, scale=SCALE, options=options)
+
+
+class Scorer:
+    """PSNR/SSIM to HR, NIQE, and PSNR to the teacher's output, on the eval sets (teacher outputs cached)."""
+
+    def __init__(self, teacher: nn.Module, limit: int | None) -> None:
+        registry = default_registry()
+        self.metrics = {name: registry.get_metric(name) for name in ("psnr", "ssim", "niqe")}
+        self.images: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        teacher.eval()
+        for name in EVAL_SETS:
+            dataset = resolve_dataset(name)
+            count = len(dataset) if limit is None else min(limit, len(dataset))
+            items = []
+            for index in range(count):
+                hr = modcrop(dataset[index][1], SCALE)
+                lr = bicubic_downscale(hr, SCALE)
+                with torch.no_grad():
+                    teacher_sr = teacher(lr.unsqueeze(0)).clamp(0, 1)
+                items.append((lr, hr.unsqueeze(0), teacher_sr))
+            self.images[name] = items
+
+    def score(self, model: nn.Module) -> dict[str, dict[str, float]]:
+        model.eval()
+        out: dict[str, dict[str, float]] = {}
+        for name, items in self.images.items():
+            sums = {"psnr": 0.0, "ssim": 0.0, "niqe": 0.0, "psnr_teacher": 0.0}
+            for lr, hr, teacher_sr in items:
+                with torch.no_grad():
+                    sr = model(lr.unsqueeze(0)).clamp(0, 1)
+                for metric, entry in self.metrics.items():
+                    sums[metric] += float(entry.compute(sr, hr, SCALE))
+                sums["psnr_teacher"] += psnr(sr, teacher_sr, crop=SCALE)
+            out[name] = {k: v / len(items) for k, v in sums.items()}
+        return out
+
+
+def _row(label: str, scores: dict[str, dict[str, float]], extra: str) -> str:
+    cells = []
+    for name in EVAL_SETS:
+        s = scores[name]
+        to_teacher = "-" if s["psnr_teacher"] == float("inf") else f"{s['psnr_teacher']:.2f}"
+        cells += [f"{s['psnr']:.2f} / {s['ssim']:.4f}", f"{s['niqe']:.3f}", to_teacher]
+    return f"| {label} | " + " | ".join(cells) + f" | {extra} |"
+
+
+def write_markdown(path: Path, results: dict[str, Any], args: argparse.Namespace, command: str) -> None:
+    head = "| model | " + " | ".join(f"{s} PSNR / SSIM | {s} NIQE | {s} PSNR to teacher" for s in EVAL_SETS) + " | training |"
+    rule = "|" + "---|" * (2 + 3 * len(EVAL_SETS))
+    lines = [head, rule]
+    for label, entry in results.items():
+        lines.append(_row(label, entry["scores"], entry.get("note", "")))
+    text = path.read_text() if path.is_file() else ""
+    marker_start, marker_end = "<!-- distill-table:start -->", "<!-- distill-table:end -->"
+    block = "\n".join([
+        marker_start,
+        f"Command: `{command}`",
+        "",
+        f"Settings: {args.steps} steps, batch {args.batch}, HR patch {args.patch}, AdamW lr {args.lr:g}, "
+        f"train sets T91+BSD200, seed 0, torch threads {args.threads}. Weights: output 1, at {args.at_weight:g}, "
+        f"afd {args.afd_weight:g}, gan {args.gan_weight:g} (relativistic_paired; discriminator "
+        f"{args.discriminator} features {args.disc_features}, hidden {args.disc_hidden}, trained from scratch).",
+        "",
+        *lines,
+        marker_end,
+    ])
+    if marker_start in text and marker_end in text:
+        text = text[: text.index(marker_start)] + block + text[text.index(marker_end) + len(marker_end):]
+    else:
+        text = (text.rstrip() + "\n\n" if text else "# Distillation benchmark\n\n") + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--at-weight", type=float, default=100.0)
+    parser.add_argument("--afd-weight", type=float, default=200.0)
+    parser.add_argument("--gan-weight", type=float, default=0.1)
+    parser.add_argument("--discriminator", default="f2srgan_discriminator")
+    parser.add_argument("--disc-features", type=int, nargs="+", default=[32, 32, 64, 64, 128, 128, 256, 256])
+    parser.add_argument("--disc-hidden", type=int, default=256)
+    parser.add_argument("--only", nargs="*", default=None, help="Run only these variants.")
+    parser.add_argument("--eval-limit", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine).")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_distill")
+    parser.add_argument("--fresh", action="store_true", help="Delete the work folder first (no resume).")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks_distill.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    command = ".venv/bin/python benchmarks/distill_f2srgan.py " + " ".join(sys.argv[1:])
+    if args.fresh and args.work.exists():
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results_file = args.work / "results.json"
+    results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.is_file() else {}
+
+    torch.manual_seed(0)
+    teacher = build_model(TEACHER)
+    scorer = Scorer(teacher, args.eval_limit)
+    baselines = {
+        "bicubic": (lambda: build_model(ModelRef(name="bicubic", scale=SCALE)), "none"),
+        "F2SRGAN x4 (teacher)": (lambda: teacher, "published"),
+        "init (student, untrained)": (lambda: init_student(teacher), "teacher's non-FFC blocks"),
+    }
+    for label, (make, note) in baselines.items():
+        if label not in results:
+            results[label] = {"scores": scorer.score(make()), "note": note}
+            results_file.write_text(json.dumps(results, indent=2))
+        print(label, json.dumps(results[label]["scores"]), flush=True)
+
+    data = DataConfig(train=("T91", "BSD200"), eval=EVAL_SETS, patch=args.patch, batch=args.batch)
+    for name, losses in variants(args).items():
+        if (args.only is not None and name not in args.only) or name in results:
+            continue
+        disc = discriminator(args) if any(term.kind == "gan" for term in losses) else None
+        config = DistillConfig(teacher=TEACHER, losses=losses, discriminator=disc, steps=args.steps, lr=args.lr,
+                               num_taps=4, checkpoint_every=25, log_every=10)
+        ctx = StageContext(index=0, stage_name=f"distill-{name}", scale=SCALE, data=data,
+                           work_dir=args.work / name.replace("+", "_"), registry=default_registry(), quiet=True)
+        start = time.perf_counter()
+        student = apply(init_student(teacher), config, ctx)
+        seconds = time.perf_counter() - start
+        scores = scorer.score(student)
+        results[name] = {"scores": scores, "note": f"{args.steps} steps, {seconds / 60:.1f} min", "notes": ctx.notes}
+        results_file.write_text(json.dumps(results, indent=2))
+        print(name, f"{seconds:.0f}s", json.dumps(scores), ctx.notes, flush=True)
+    write_markdown(args.out, results, args, command)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
