@@ -125,6 +125,9 @@ def test_restricted_unpickler_reads_light_f2srgan_without_importing_its_classes(
     # tensors shared between 'deploy' and 'model' come from the same storage bytes
     deploy_w = deploy.state["_modules"]["final_conv"].state["_modules"]["1"].state["_parameters"]["weight"]
     assert torch.equal(deploy_w, state["final_conv.1.weight"])
+    # plain attributes of the pickled modules are kept: the released Light F2SRGAN ran without fake-quant
+    prelu = deploy.state["_modules"]["residual1"].state["_modules"]["0"].state["_modules"]["block1"].state["_modules"]["1"]
+    assert prelu.qualname == "__main__.QuantActPreLu" and prelu.state["full_precision_flag"] is False
 
 
 class _Boom:

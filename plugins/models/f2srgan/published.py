@@ -8,7 +8,8 @@ complex weight into our real ``cat([real, imag])`` layout; a state dict already 
 returned unchanged. The Light F2SRGAN file also pickles its whole module under ``'deploy'``: it is
 read with :func:`srcompress.weights.load_checkpoint_file` (restricted unpickler, no code from the
 file runs) and only its ``'model'`` state dict is used; its fake-quant observer buffers
-(``quantAct.*``) are dropped, the forward is float32.
+(``quantAct.*``) are dropped and the forward is float32, as released: every pickled quant module
+has ``full_precision_flag=False`` (fake quantization off; the authors then exported FP16).
 """
 
 from __future__ import annotations
