@@ -282,17 +282,23 @@ class _Engine:
 
     # ---------------------------------------------------------------- deploy
     def _deploy(self, model: nn.Module) -> None:
+        """Compile the final model on each backend, verify it against torch, time it at eval.lr_size."""
         if not self.recipe.deploy:
             return
-        from srcompress.deploy import deploy_model
+        from srcompress.deploy import deploy_model, measure_deployed
 
         assert self.result is not None
         h, w = self.recipe.eval.lr_size
         example = torch.rand(1, 3, min(h, 64), min(w, 64))
+        timed = torch.rand(1, 3, h, w)
         for spec in self.recipe.deploy:
             out_dir = self.rundir.path / "deploy" / spec.backend
             deployed, check = deploy_model(model, spec.backend, spec.config, example, out_dir, registry=self.registry)
-            self.result.deployments[spec.backend] = {"deployed": deployed, "verify": check}
+            info: dict[str, Any] = {"deployed": deployed, "verify": check, "latency_ms": None}
+            if self.recipe.eval.latency_runs:
+                stats = measure_deployed(deployed, timed, warmup=1, runs=self.recipe.eval.latency_runs, threads=self.recipe.eval.threads)
+                info["latency_ms"] = stats.median_ms
+            self.result.deployments[spec.backend] = info
 
     # ---------------------------------------------------------------- report
     def _report_data(self) -> dict[str, Any]:

@@ -16,7 +16,9 @@ if (SHARED / "data").is_dir():
 if (SHARED / "weights").is_dir():
     os.environ.setdefault("SRCOMPRESS_WEIGHTS", str(SHARED / "weights"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread: tests use tiny tensors, and CI runs subprocesses and DataLoader workers beside
+# the main process on 2 cores (two threads per process oversubscribe them).
+torch.set_num_threads(1)
 
 
 def _shared(sub: str) -> Path | None:
