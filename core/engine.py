@@ -291,14 +291,15 @@ class _Engine:
         h, w = self.recipe.eval.lr_size
         example = torch.rand(1, 3, min(h, 64), min(w, 64))
         timed = torch.rand(1, 3, h, w)
-        for spec in self.recipe.deploy:
-            out_dir = self.rundir.path / "deploy" / spec.backend
+        for index, spec in enumerate(self.recipe.deploy):
+            out_dir = self.rundir.path / "deploy" / f"{index:02d}-{spec.backend}"
             deployed, check = deploy_model(model, spec.backend, spec.config, example, out_dir, registry=self.registry)
             info: dict[str, Any] = {"deployed": deployed, "verify": check, "latency_ms": None}
             if self.recipe.eval.latency_runs:
                 stats = measure_deployed(deployed, timed, warmup=1, runs=self.recipe.eval.latency_runs, threads=self.recipe.eval.threads)
                 info["latency_ms"] = stats.median_ms
-            self.result.deployments[spec.backend] = info
+            label = f"{spec.backend} {deployed.metadata.get('precision', '')}".strip()
+            self.result.deployments[label] = info
 
     # ---------------------------------------------------------------- report
     def _report_data(self) -> dict[str, Any]:
