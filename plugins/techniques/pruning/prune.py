@@ -41,12 +41,14 @@ class PruneResult:
 
     ``widths``: group name -> (channels before, after), counted after any PixelShuffle;
     ``channels``: group name -> (root layer, its removed output channel indices); ``skipped``: group
-    name -> why it was left alone; ``params``: (before, after).
+    name -> why it was left alone; ``limited``: group name -> why it lost fewer channels than asked;
+    ``params``: (before, after).
     """
 
     widths: dict[str, tuple[int, int]] = field(factory=dict)
     channels: dict[str, tuple[str, list[int]]] = field(factory=dict)
     skipped: dict[str, str] = field(factory=dict)
+    limited: dict[str, str] = field(factory=dict)
     params: tuple[int, int] = (0, 0)
 
     @property
@@ -119,10 +121,13 @@ def prune_model(
     )
     for group in groups:
         indices = chosen.get(group, [])
-        if indices:
-            result.channels[group.name] = (graph.name_of(group.root) or group.name, group.root_indices(indices))
-            _remove(graph, group, indices)
-        result.widths[group.name] = (group.size, group.size - len(indices))
+        removed = _remove(graph, group, indices, scores[group]) if indices else 0
+        if removed < len(indices):
+            result.limited[group.name] = f"kept {len(indices) - removed} more channels: removing them would empty a coupled layer"
+            indices = sorted(indices, key=lambda i: float(scores[group][i]))[:removed]
+        if removed:
+            result.channels[group.name] = (graph.name_of(group.root) or group.name, group.root_indices(sorted(indices)))
+        result.widths[group.name] = (group.size, group.size - removed)
     if result.channels:
         _check_forward(model, example, graph.output_shape)
     result.params = (result.params[0], count_params(model)[0])
@@ -260,12 +265,24 @@ def _accumulate_gradients(model: nn.Module, batches: Batches) -> None:
 # --------------------------------------------------------------------------------- removal
 
 
-def _remove(graph: PruningGraph, group: ChannelGroup, indices: list[int]) -> None:
-    root_indices = group.root_indices(indices)
-    pruning = graph.dg.get_pruning_group(group.root, group.root_fn, root_indices)
-    if not graph.dg.check_pruning_group(pruning):
-        raise PruningError(f"group '{group.name}': removing {len(root_indices)} channels would empty a layer; lower the ratio")
-    pruning.prune()
+def _remove(graph: PruningGraph, group: ChannelGroup, indices: list[int], scores: torch.Tensor) -> int:
+    """Remove the selected channels; if that would empty a coupled layer (an FFC needs both halves
+    of its input), remove only as many of the lowest-scored as it allows. Returns how many went."""
+    order = sorted(indices, key=lambda i: float(scores[i]))
+
+    def pruning(count: int) -> Any:
+        return graph.dg.get_pruning_group(group.root, group.root_fn, group.root_indices(order[:count]))
+
+    count = len(order)
+    if not graph.dg.check_pruning_group(pruning(count)):
+        low, high = 0, count  # low passes, high fails
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if graph.dg.check_pruning_group(pruning(middle)) else (low, middle)
+        count = low
+    if count:
+        pruning(count).prune()
+    return count
 
 
 def _check_forward(model: nn.Module, example: torch.Tensor, expected: tuple[int, ...]) -> None:

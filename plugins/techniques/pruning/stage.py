@@ -69,6 +69,13 @@ def _take(iterator: Iterator[Any], count: int) -> Iterator[Any]:
         yield next(iterator)
 
 
+def _si(value: float) -> str:
+    for factor, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.3f} {unit}"
+    return f"{value:.0f}"
+
+
 def _quality(metrics: dict[str, Any]) -> str:
     parts = []
     for dataset, values in metrics.items():
@@ -123,13 +130,15 @@ def apply(model: nn.Module, config: PruneConfig, ctx: Any) -> nn.Module:
         ctx.note(_step_note(step, steps, step_ratio, result))
         if config.finetune is not None:
             model = _finetune(model, config, ctx, entry, step)
+    if result.limited:
+        ctx.note("pruned less than asked: " + "; ".join(f"{name}: {why}" for name, why in result.limited.items()))
     if result.skipped:
         reasons = "; ".join(f"{name}: {why}" for name, why in list(result.skipped.items())[:8])
         ctx.note(f"left unpruned: {reasons}" + (" ..." if len(result.skipped) > 8 else ""))
     params_after, macs_after = count_params(model)[0], count_macs(model, config.latency_size)
     size = f"{config.latency_size[0]}x{config.latency_size[1]}"
     ctx.note(f"params {params_before:,} -> {params_after:,} ({params_after / params_before:.3f}x); MACs at {size} LR "
-             f"{macs_before / 1e9:.3f} G -> {macs_after / 1e9:.3f} G ({macs_after / max(macs_before, 1):.3f}x)")
+             f"{_si(macs_before)} -> {_si(macs_after)} ({macs_after / max(macs_before, 1):.3f}x)")
     return model
 
 
