@@ -68,7 +68,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 class TorchDeployed:
-    """A model ready to run in torch; ``__call__`` maps (N, 3, H, W) [0, 1] float32 to float32 SR images."""
+    """A model ready to run in torch; ``__call__`` maps (N, 3, H, W) [0, 1] float32 to float32 SR images.
+
+    The output is on the input's device (time on the deployment's device to leave copies out).
+    """
 
     def __init__(self, module: nn.Module, metadata: Mapping[str, Any], *, config: TorchConfig, example: torch.Tensor) -> None:
         self.module = module
@@ -86,7 +89,7 @@ class TorchDeployed:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out = self.runner(x)
-        return out.float().contiguous()
+        return out.float().contiguous().to(lr.device)
 
     def save(self, path: str | Path) -> Path:
         """Write a ``torch.export`` program (``.pt2``) with dynamic batch/height/width and the metadata."""

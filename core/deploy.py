@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -392,6 +393,7 @@ def deploy_model(
     inputs: Sequence[torch.Tensor] | Sequence[tuple[str, torch.Tensor]] | None = None,
     name: str | None = None,
     tolerance: float | None = None,
+    source: Any = None,
 ) -> tuple[Deployed, VerifyResult]:
     """Compile ``model`` on ``backend``, verify it against torch, and save the artifact in ``out_dir``.
 
@@ -400,6 +402,8 @@ def deploy_model(
     :param inputs: verification inputs; default :func:`verification_inputs` of ``example``.
     :param name: artifact stem (default ``model_<backend>_<precision>``).
     :param tolerance: overrides the backend's per-precision tolerance.
+    :param source: what the backend compiles instead of ``model`` (e.g. an already exported ONNX
+        graph); ``model`` stays the torch reference.
     :return: the deployment and its :class:`VerifyResult`; writes ``<stem>.<ext>`` and
         ``<stem>.verify.json``.
     :raises DeployError: when compiling fails or the output is off by more than the tolerance.
@@ -407,7 +411,7 @@ def deploy_model(
     registry = registry or _default_registry()
     entry: BackendEntry = registry.get_backend(backend)
     config = backend_config(entry, config_mapping, registry)
-    deployed = entry.compile(model, example, config)
+    deployed = entry.compile(model if source is None else source, example, config)
     precision = str(deployed.metadata.get("precision", "fp32"))
     if tolerance is None:
         if precision not in entry.tolerance:
@@ -457,9 +461,12 @@ def measure_deployed(deployed: Deployed, lr: torch.Tensor, *, warmup: int = 2, r
     return measure_latency(lambda: deployed(lr), warmup=warmup, runs=runs, threads=threads, cuda_sync=device.startswith("cuda"))
 
 
+BenchSpec = tuple[Any, ...]
+
+
 def bench_backends(
     model: nn.Module,
-    backends: Sequence[tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str]],
+    backends: Sequence[BenchSpec],
     lr_sizes: Sequence[tuple[int, int]],
     *,
     threads: int | None = None,
@@ -469,54 +476,74 @@ def bench_backends(
     check: bool = True,
     seed: int = 0,
 ) -> list[BenchRow]:
-    """Latency of ``model`` on each backend configuration at each LR size, measured in one process.
+    """Latency of ``model`` on each backend configuration at each LR size, measured side by side.
 
-    :param backends: ``(backend, options)`` or ``(backend, options, label)``; each is compiled once
-        (with dynamic shapes) on an example of the first LR size, then timed at every size.
-        Configurations with a ``threads`` option get ``threads`` unless they set it themselves.
+    :param backends: ``(backend, options[, label[, source]])``. Each configuration is compiled once
+        (dynamic shapes) on an example of the first LR size. ``source`` is what the backend
+        compiles instead of ``model`` (e.g. an ONNX graph or file exported once and shared by
+        several configurations); ``model`` stays the reference. Configurations with a ``threads``
+        option get ``threads`` unless they set it themselves.
     :param lr_sizes: LR (height, width) pairs; the input is (1, 3, H, W) uniform noise in [0, 1].
-    :param check: also record the max abs difference from the torch fp32 model at each size.
+    :param runs: timed calls per configuration and size, interleaved: round r times every
+        configuration once, so slow drifts of a shared machine hit all of them alike.
+    :param check: also record the max abs difference from the torch ``model`` (fp32) at each size.
     :return: one :class:`BenchRow` per (configuration, size), configurations in the given order per
-        size; ``speedup`` is relative to the first configuration at the same size.
+        size; ``speedup`` is the first configuration's median over this one's, at the same size.
     """
     registry = registry or _default_registry()
-    if not backends or not lr_sizes:
-        raise DeployError("bench: give at least one backend and one LR size")
+    if not backends or not lr_sizes or runs < 1:
+        raise DeployError("bench: give at least one backend, one LR size and runs >= 1")
     gen = torch.Generator().manual_seed(seed)
     inputs = {tuple(size): torch.rand((1, 3, *size), generator=gen) for size in lr_sizes}
     example = inputs[tuple(lr_sizes[0])]
     compiled = [_compile_for_bench(model, spec, example, threads, registry) for spec in backends]
-    references = {size: reference_output(model, lr) for size, lr in inputs.items()} if check else {}
     rows: list[BenchRow] = []
     for size, lr in inputs.items():
-        base: float | None = None
-        for label, name, deployed in compiled:
-            stats = measure_deployed(deployed, lr, warmup=warmup, runs=runs, threads=threads)
-            err = float((deployed(lr).float().cpu() - references[size]).abs().max()) if check else None
-            base = stats.median_ms if base is None else base
+        reference = reference_output(model, lr) if check else None
+        errors = [float((d(lr).float().cpu() - reference).abs().max()) if reference is not None else None for _, _, d in compiled]
+        for _, _, deployed in compiled:
+            if warmup:
+                measure_deployed(deployed, lr, warmup=warmup - 1, runs=1, threads=threads)
+        times: list[list[float]] = [[] for _ in compiled]
+        for _ in range(runs):
+            for i, (_, _, deployed) in enumerate(compiled):
+                times[i].append(float(measure_deployed(deployed, lr, warmup=0, runs=1, threads=threads).median_ms))
+        medians = [statistics.median(t) for t in times]
+        for (label, name, deployed), t, median, err in zip(compiled, times, medians, errors):
             rows.append(
                 BenchRow(
                     label=label,
                     backend=name,
                     precision=str(deployed.metadata.get("precision", "fp32")),
                     lr_size=(int(size[0]), int(size[1])),
-                    median_ms=float(stats.median_ms),
-                    p90_ms=float(stats.p90_ms),
+                    median_ms=median,
+                    p90_ms=_percentile(t, 90),
                     max_abs_err=err,
-                    speedup=base / stats.median_ms if stats.median_ms > 0 else None,
+                    speedup=medians[0] / median if median > 0 else None,
                     device=str(deployed.metadata.get("device", "cpu")),
                 )
             )
     return rows
 
 
-def _compile_for_bench(model: nn.Module, spec: Sequence[Any], example: torch.Tensor, threads: int | None, registry: Any) -> tuple[str, str, Deployed]:
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _compile_for_bench(model: nn.Module, spec: BenchSpec, example: torch.Tensor, threads: int | None, registry: Any) -> tuple[str, str, Deployed]:
+    if not 2 <= len(spec) <= 4:
+        raise DeployError(f"bench: a configuration is (backend, options[, label[, source]]), got {spec!r}")
     name, options = spec[0], dict(spec[1] or {})
-    label = spec[2] if len(spec) > 2 else _label(name, options)
+    label = spec[2] if len(spec) > 2 and spec[2] else _label(name, options)
+    source = spec[3] if len(spec) > 3 else model
     entry: BackendEntry = registry.get_backend(name)
     if threads is not None and "threads" in attrs.fields_dict(entry.config_cls) and "threads" not in options:
         options["threads"] = threads
-    return label, name, entry.compile(model, example, backend_config(entry, options, registry))
+    return label, name, entry.compile(source, example, backend_config(entry, options, registry))
 
 
 def _label(name: str, options: Mapping[str, Any]) -> str:

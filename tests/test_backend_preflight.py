@@ -85,6 +85,7 @@ def test_asymmetric_uint8_qdq_is_flagged_for_tensorrt_only() -> None:
     asym = messages["asymmetric quantization (non-zero zero points)"]
     assert asym.severity == "error" and asym.nodes == ("q_in", "dq_in") and "symmetric" in asym.fix
     kinds = messages["quantized type uint8"]
+    assert "int8, fp8, int4 or fp4 only" in kinds.message
     assert kinds.severity == "error" and set(kinds.nodes) == {"q_in", "dq_in"}
     assert preflight(asymmetric, "onnxruntime-cpu") == []
     symmetric = qdq_graph()

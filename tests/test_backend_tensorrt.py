@@ -26,7 +26,7 @@ MISSING = tensorrt_missing()
 
 
 def test_fft_free_graph_passes_the_tensorrt_preflight() -> None:
-    model = WithFourier().eval()
+    model = WithFourier().eval().requires_grad_(False)
     proto, issues, meta = tensorrt_graph(model, torch.rand(1, 3, 8, 12), TensorRTConfig(), tensorrt_version="10.13")
     assert issues == [] and not any(n.op_type == "DFT" for n in proto.graph.node)
     assert meta["fft"] == "fft_free" and meta["profile"] == [[1, 3, 32, 32], [1, 3, 180, 320], [1, 3, 720, 1280]]

@@ -89,7 +89,7 @@ def test_torch_backend_save_load_round_trip_with_dynamic_shapes(tiny: TinySR, tm
 
 
 def test_torch_backend_export_forms_only_when_asked() -> None:
-    model = WithFourier().eval()
+    model = WithFourier().eval().requires_grad_(False)
     x = torch.rand(1, 3, 8, 12)
     assert compile_torch(model, x, TorchConfig(device="cpu")).metadata["fft"] == "dft_op"
     free = compile_torch(model, x, TorchConfig(device="cpu", fft="fft_free"))
@@ -270,7 +270,7 @@ def test_int8_qdq_graph_deploys_and_the_dcr_rewrite_permutes_quantized_weights()
 
 
 def test_onnx_fft_variants_dft_op_and_fft_free() -> None:
-    model = WithFourier().eval()
+    model = WithFourier().eval().requires_grad_(False)
     example = torch.rand(1, 3, 8, 12)
     x = torch.rand(1, 3, 10, 14)
     dft = compile_onnx(model, example, OnnxConfig(provider="cpu", fft="dft_op"))
@@ -292,3 +292,19 @@ def test_onnx_export_of_the_f2srgan_fourier_unit_drops_dft() -> None:
     assert free.metadata["export_forms"] == ["1"] and not any(n.op_type == "DFT" for n in free.proto.graph.node)
     x = torch.rand(2, 3, 9, 15)  # the export form follows dynamic (odd) sizes
     assert float((free(x) - unit(x)).abs().max()) < 1e-5
+
+
+@pytest.mark.slow
+def test_published_f2srgan_deploys_to_onnx_runtime_in_both_fft_forms(weights_root) -> None:
+    from srcompress.deploy import verification_inputs, verify
+    from srcompress.models import build_model
+    from srcompress.recipe_types import ModelRef
+
+    model = build_model(ModelRef(name="f2srgan", scale=4, weights="official")).eval().requires_grad_(False)
+    example = torch.rand(1, 3, 24, 32)
+    for fft in ("dft_op", "fft_free"):
+        deployed = compile_onnx(model, example, OnnxConfig(provider="cpu", fft=fft))
+        has_dft = any(n.op_type == "DFT" for n in deployed.proto.graph.node)
+        assert has_dft == (fft == "dft_op")
+        assert [r["applied"] for r in deployed.metadata["rewrites"]] == [2, 2]  # two x2 upsampling stages
+        assert verify(deployed, model, verification_inputs(example), tolerance=1e-4).max_abs < 1e-4

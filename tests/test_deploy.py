@@ -182,10 +182,17 @@ def test_deploy_model_writes_artifact_and_verification(tmp_path, registry: Regis
 
 
 def test_bench_backends_rows_and_markdown_table(registry: Registry) -> None:
+    from srcompress.backends.onnx import export_onnx
+
     model = TinySR().eval()
+    graph = export_onnx(model, torch.rand(1, 3, 12, 16))  # exported once, compiled by two configurations
     rows = bench_backends(
         model,
-        [("torch", {"device": "cpu"}), ("onnx", {"provider": "cpu"}), ("onnx", {"provider": "cpu", "rewrites": []}, "onnx, no rewrites")],
+        [
+            ("torch", {"device": "cpu"}),
+            ("onnx", {"provider": "cpu"}, "", graph),
+            ("onnx", {"provider": "cpu", "rewrites": []}, "onnx, no rewrites", graph),
+        ],
         [(12, 16), (8, 20)],
         threads=1,
         runs=2,
@@ -206,6 +213,8 @@ def test_bench_backends_rows_and_markdown_table(registry: Registry) -> None:
     table = format_table(rows).splitlines()
     assert table[0].startswith("| LR (H x W) | configuration | precision | device | median ms |")
     assert len(table) == 2 + len(rows) and "| 8 x 20 | onnx, no rewrites | fp32 | cpu |" in table[-1]
+    with pytest.raises(DeployError, match=r"a configuration is \(backend, options\[, label\[, source\]\]\)"):
+        bench_backends(model, [("torch",)], [(8, 8)], registry=registry)
 
 
 def test_format_table_of_given_rows() -> None:

@@ -201,14 +201,19 @@ def _qdq_issues(model: onnx.ModelProto, target: str, severity: str) -> list[Issu
                 fix="quantize with symmetric int8 activations and per-channel symmetric weights (all zero points 0)",
             )
         )  # fmt: skip
-    unsupported = tuple(n for dtype, names in summary.by_dtype.items() if dtype not in TENSORRT_QDQ_TYPES for n in names)
-    if unsupported:
-        kinds = ", ".join(sorted(d for d in summary.by_dtype if d not in TENSORRT_QDQ_TYPES))
+    for dtype, names in summary.by_dtype.items():
+        if dtype in TENSORRT_QDQ_TYPES:
+            continue
+        fix = (
+            "keep biases in float (ONNX Runtime's quantize_static: extra_options={'QuantizeBias': False})"
+            if dtype == "int32"
+            else "quantize to signed int8 (symmetric)"
+        )
         issues.append(
             Issue(
-                severity=severity, target=target, op="QuantizeLinear/DequantizeLinear", nodes=unsupported,
-                message=f"quantized type {kinds}; TensorRT Q/DQ takes int8 (or fp8/int4/fp4), not uint8",
-                fix="quantize to signed int8 (dtype: int8, symmetric)",
+                severity=severity, target=target, op="QuantizeLinear/DequantizeLinear", nodes=names,
+                message=f"quantized type {dtype}; TensorRT Q/DQ takes int8, fp8, int4 or fp4 only",
+                fix=fix,
             )
         )  # fmt: skip
     return issues
