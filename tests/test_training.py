@@ -62,16 +62,6 @@ class PatchCritic(nn.Module):
         return self.net(x)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny nets gain nothing from a second thread, and on a shared, loaded machine OpenMP threads
-    spinning for each other cost ~10x the CPU time: train these tests on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(seed: int = 0, width: int = 8) -> ESPCN:
     torch.manual_seed(seed)
     return ESPCN(width)
@@ -110,6 +100,15 @@ class NaNProbe(TrainingHook):
 
     def before_loss(self, inputs: LossInputs) -> None:
         self.step += 1
+
+
+class _AlwaysNaN(TrainingHook):
+    def terms(self) -> Mapping[str, tuple[float, nn.Module]]:
+        class NaN(nn.Module):
+            def forward(self, inputs: LossInputs) -> torch.Tensor:
+                return inputs.sr.mean() * float("nan")
+
+        return {"probe": (1.0, NaN())}
 
 
 # --------------------------------------------------------------------------------------- acceptance
@@ -175,23 +174,11 @@ def test_on_nan_skip_drops_the_step_and_halves_the_lr(tmp_path: Path, set5_patch
     assert history.lr == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 5e-4])
     assert all(p.isfinite().all() for p in result.model.parameters())
     config = TrainConfig(steps=6, on_nan="skip", max_skips=1, checkpoint_every=None)
-    probe = NaNProbe(2)
-    probe.at_step = -1  # NaN at every step
-    probe.step = -2
     with pytest.raises(TrainingDivergedError, match=r"step 2: loss term 'probe' is nan; .*; 1 steps were skipped already; lower lr"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fit(_model(), config, DATA, SCALE, work_dir=tmp_path / "again", hooks=[_AlwaysNaN()], dataset=set5_patches,
                 progress=False)
-
-
-class _AlwaysNaN(TrainingHook):
-    def terms(self) -> Mapping[str, tuple[float, nn.Module]]:
-        class NaN(nn.Module):
-            def forward(self, inputs: LossInputs) -> torch.Tensor:
-                return inputs.sr.mean() * float("nan")
-
-        return {"probe": (1.0, NaN())}
 
 
 # --------------------------------------------------------------------------------------- resume
@@ -383,3 +370,23 @@ def test_ema_update_rule() -> None:
     ema.update(model)
     assert torch.equal(ema.shadow["weight"], torch.full((2,), 0.75 * 1 + 0.25 * 3))
     assert ema.shadow["num_batches_tracked"].item() == 7  # integers are copied, not averaged
+
+
+def test_batches_do_not_depend_on_workers_or_restart_point(set5_patches: PatchDataset) -> None:
+    from srcompress.training.batches import BatchStream
+
+    def take(stream: BatchStream, start: int, count: int) -> list[torch.Tensor]:
+        batches = stream.iterate(start)
+        out = [next(batches)[1] for _ in range(count)]  # HR patches (N, 3, 16, 16)
+        batches.close()
+        return out
+
+    kwargs = {"global_batch": 8, "seed": 3}
+    plain = take(BatchStream(set5_patches, rank=0, world=1, **kwargs), 0, 10)  # 8 steps per epoch: crosses one
+    workers = take(BatchStream(set5_patches, rank=0, world=1, workers=2, **kwargs), 0, 10)
+    assert all(torch.equal(a, b) for a, b in zip(plain, workers, strict=True))
+    restarted = take(BatchStream(set5_patches, rank=0, world=1, **kwargs), 7, 3)
+    assert all(torch.equal(a, b) for a, b in zip(plain[7:], restarted, strict=True))
+    halves = [take(BatchStream(set5_patches, rank=r, world=2, **kwargs), 0, 10) for r in (0, 1)]
+    assert all(torch.equal(torch.cat([a, b]), c) for a, b, c in zip(*halves, plain, strict=True))
+    assert not torch.equal(plain[0], plain[8])  # a new epoch draws other patches

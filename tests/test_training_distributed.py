@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from srcompress.data import PatchDataset
-from srcompress.recipe_types import DataConfig
-from srcompress.training import GANConfig, LossTerm, TrainConfig, fit
+from srcompress.training import fit
 from srcompress.training.state import read_state
 from srcompress.training.trainer import STATE_FILE
 
@@ -104,13 +102,8 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     namespace: dict[str, object] = {}
     exec(compile(_COMMON, "common", "exec"), namespace)  # the same model, data and config, one process
     model, critic = namespace["models"]()  # type: ignore[operator]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = fit(model, namespace["CONFIG"], namespace["DATA"], 2, work_dir=tmp_path / "single",  # type: ignore[arg-type]
-                     discriminator=critic, dataset=PatchDataset(["Set5"], 2, 16, root=root, length=64), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    single = fit(model, namespace["CONFIG"], namespace["DATA"], 2, work_dir=tmp_path / "single",  # type: ignore[arg-type]
+                 discriminator=critic, dataset=PatchDataset(["Set5"], 2, 16, root=root, length=64), progress=False)
 
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2] and single.world_size == 1

@@ -140,6 +140,11 @@ def test_lr_schedules() -> None:
     assert [lr_factor(multistep, s, 100) for s in (9, 10, 29, 30)] == pytest.approx([1, 0.1, 0.1, 0.01])
     with pytest.raises(ValueError, match="milestones: must be strictly increasing"):
         TrainConfig(milestones=(30, 10))
+    with pytest.raises(ValueError, match="keep_best: needs val_every"):
+        TrainConfig(keep_best=True)
+    with pytest.raises(ValueError, match=r"warmup_steps: must be < steps \(10\) \(got 10\)"):
+        TrainConfig(steps=10, warmup_steps=10)
+    assert TrainConfig(epochs=3).total_steps(steps_per_epoch=11) == 33 and TrainConfig().total_steps(11) == 1000
 
 
 # -------------------------------------------------------------------------------------------- VGG

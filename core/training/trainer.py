@@ -421,8 +421,10 @@ class Trainer:
             for buffer, saved in zip(self._buffers(), buffers, strict=True):
                 buffer.copy_(saved)
         self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.update()  # after unscale_ without step: resets the scaler (a no-op when disabled)
         if self.disc_optimizer is not None:
             self.disc_optimizer.zero_grad(set_to_none=True)
+            self.disc_scaler.update()
         term, value = problem
         number = self.step + 1
         if self.config.on_nan == "skip" and len(self.history.skipped) < self.config.max_skips:
