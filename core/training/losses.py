@@ -258,7 +258,7 @@ def structure_loss_term(mapping: Any, registry: Any, context: str | cattrs.Conve
     """Validate one entry of a ``losses`` list into a :class:`LossTerm`.
 
     ``mapping`` is ``{kind: NAME, weight: W, **options}``; the options are structured into the loss
-    entry's ``config_cls``. ``context`` is either the path that names this entry in errors
+    entry's ``config_cls`` (no option key: ``options=None``, the loss's defaults). ``context`` is either the path that names this entry in errors
     (``"stages[0].losses[1]"``) or the recipe loader's cattrs converter (then paths are relative
     and the loader prefixes them). Raises :class:`srcompress.errors.RecipeError` for a missing or
     unknown ``kind`` (listing the registered ones and the closest match), a bad weight, an unknown
@@ -286,6 +286,8 @@ def structure_loss_term(mapping: Any, registry: Any, context: str | cattrs.Conve
         hint = f"; did you mean '{close[0]}'?" if close else ""
         listing = ", ".join(["kind", "weight", *allowed])
         raise RecipeError(_join(path, str(unknown[0])), f"unknown key for loss '{kind}'{hint} (allowed: {listing})")
+    if not data:  # no option named: the loss's defaults (None), so that terms round-trip unchanged
+        return LossTerm(kind=kind, weight=float(weight))
     try:
         options = converter.structure(data, entry.config_cls)
     except Exception as exc:  # cattrs error groups, FieldValueError, TypeError from strict hooks
