@@ -90,6 +90,9 @@ class ModelEntry:
     instance of ``options_cls`` (a frozen attrs class; every field has a default and a docstring).
     ``hints(model)`` returns the model's :class:`ModelHints`. ``load_weights(model, path)`` loads a
     published checkpoint file into a built model (default: a plain state dict).
+
+    ``role`` is ``"sr"`` for an upscaler, or ``"discriminator"`` for a GAN critic mapping float32 RGB
+    (N, 3, H, W) images in [0, 1] to logits (N, 1); a discriminator ignores ``scale``.
     """
 
     name: str = field(validator=_nonempty_name)
@@ -100,6 +103,7 @@ class ModelEntry:
     weights: tuple[WeightsEntry, ...] = ()
     load_weights: Callable[[nn.Module, Path], None] | None = None
     description: str = ""
+    role: str = field(default="sr", validator=attrs.validators.in_(("sr", "discriminator")))
     plugin: str = ""
 
 

@@ -221,7 +221,7 @@ def structure_model_ref(value: Any, registry: Registry, conv: cattrs.Converter) 
     entry = registry.get_model(name)
     rest = {k: v for k, v in value.items() if k not in ("name", "scale", "weights")}
     base = conv.structure({k: v for k, v in value.items() if k in ("name", "scale", "weights")}, _ModelRefBase)
-    if base.scale not in entry.scales:
+    if entry.role == "sr" and base.scale not in entry.scales:
         raise RecipeError("scale", f"model '{name}' supports scales {list(entry.scales)} (got {base.scale})")
     options = _structure_options(conv, rest, entry.options_cls)
     return ModelRef(name=name, scale=base.scale, weights=base.weights, options=options)

@@ -31,8 +31,23 @@ def _cases() -> list[Any]:
     return [
         pytest.param(entry, scale, id=f"{entry.name}-x{scale}")
         for entry in Registry().list_models()
+        if entry.role == "sr"
         for scale in entry.scales
     ]
+
+
+def _discriminators() -> list[Any]:
+    return [pytest.param(e, id=e.name) for e in Registry().list_models() if e.role == "discriminator"]
+
+
+@pytest.mark.parametrize("entry", _discriminators())
+def test_discriminator_gives_one_logit_per_image(entry: ModelEntry) -> None:
+    model = entry.build(4, entry.options_cls())
+    images = torch.rand(2, 3, 48, 48, requires_grad=True)
+    logits = model(images)
+    assert logits.shape == (2, 1)
+    logits.sum().backward()
+    assert images.grad is not None and torch.isfinite(images.grad).all()
 
 
 def _build(entry: ModelEntry, scale: int) -> nn.Module:

@@ -131,4 +131,9 @@ def srcompress_models() -> list[ModelEntry]:
             description="Light F2SRGAN as released (student pruned to inner width 1, released forward)",
             **common,
         ),
+        ModelEntry(
+            name="f2srgan_discriminator", role="discriminator", scales=(2, 3, 4),
+            build=lambda scale, options: F2SRGANDiscriminator(options), options_cls=DiscriminatorOptions,
+            description="F2SRGAN's SRGAN-style discriminator (separable convs; GAN loss terms)",
+        ),
     ]
