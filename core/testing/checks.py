@@ -173,6 +173,7 @@ def check_model(
     size: int = 16,
     weights: bool = True,
     download: bool = False,
+    critic_size: int = 64,
 ) -> CheckReport:
     """Check a model entry: build at each scale, forward + backward, hints, published weights.
 
@@ -183,6 +184,8 @@ def check_model(
     :param size: LR height and width of the test input (float32 RGB in [0, 1]).
     :param weights: resolve and load each published weights entry (a file found neither in
         ``$SRCOMPRESS_WEIGHTS`` nor in the cache is reported as skipped unless ``download``).
+    :param critic_size: for ``role="discriminator"`` entries (GAN critics, which ignore the scale):
+        the height and width of the (2, 3, H, W) batch they must map to (2, 1) logits.
     :raises ConformanceError: a broken contract (the message names the model, scale and fix).
     """
     registry = _registry(registry)
@@ -194,6 +197,9 @@ def check_model(
         options = _converter(registry).structure(dict(options), entry.options_cls)
     options = options if options is not None else entry.options_cls()
     _check_help(report, entry.options_cls)
+    if getattr(entry, "role", "sr") == "discriminator":
+        _check_discriminator(report, entry, options, critic_size)
+        return report
     for scale in scales or entry.scales:
         torch.manual_seed(0)
         model = entry.build(scale, options)
@@ -204,6 +210,20 @@ def check_model(
     if weights:
         _check_weights(report, entry, registry, download)
     return report
+
+
+def _check_discriminator(report: CheckReport, entry: ModelEntry, options: Any, size: int) -> None:
+    torch.manual_seed(0)
+    model = entry.build(entry.scales[0], options)
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    model.train()
+    logits = model(images)
+    if tuple(logits.shape) != (2, 1) or not _finite(logits):
+        raise report.fail(f"discriminator maps {tuple(images.shape)} to {tuple(logits.shape)}; expected finite (2, 1) logits")
+    logits.mean().backward()
+    if not any(p.grad is not None for p in model.parameters()):
+        raise report.fail("discriminator: backward produced no gradient")
+    report.ok(f"discriminator: {tuple(images.shape)} -> (2, 1) logits, backward reaches its parameters")
 
 
 def _check_help(report: CheckReport, cls: type) -> None:
