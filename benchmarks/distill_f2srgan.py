@@ -1,18 +1,20 @@
-"""Benchmark: distil published F2SRGAN x4 into its 8-block, no-FFC student with four loss mixes.
+"""Benchmark: distil published F2SRGAN x4 into its 8-block, no-FFC student with several loss mixes.
 
 Variants (same steps, data order, LR and initialisation): ``output`` (L1 to the teacher's image),
 ``output+at`` (plus activation attention transfer), ``output+afd`` (plus attention-based feature
-distillation), ``output+afd+gan`` (plus a relativistic adversarial term against an F2SRGAN-style
-discriminator trained from scratch). Reported per variant on Set5 and Set14 (x4, MATLAB-bicubic LR):
+distillation), and two adversarial ones against an F2SRGAN-style discriminator trained from
+scratch: GAN from step 0, and GAN added for the last ``--gan-steps`` steps (a second distill
+stage continuing from the first). Reported per variant on Set5 and Set14 (x4, MATLAB-bicubic LR):
 PSNR-Y / SSIM-Y to HR, NIQE (Y, shave 4; lower is better) and PSNR-Y to the teacher's output.
 
 The student is initialised from the teacher itself: MeanShift, head, upsampler and tail, and body
 block i <- teacher block 2i+1 (the teacher's 8 blocks without FFC), so every variant starts from
 the same point (the ``init`` row); the released KD student's weights are not used.
 
-Command (about 30 minutes on 2 shared CPU cores)::
+Results are cached in ``--work``/results.json (a variant already there is not rerun; ``--fresh``
+starts over). Command of docs/benchmarks_distill.md (about 35 minutes on 2 shared CPU cores)::
 
-    .venv/bin/python benchmarks/distill_f2srgan.py --steps 200 --out docs/benchmarks_distill.md
+    .venv/bin/python benchmarks/distill_f2srgan.py --steps 250 --gan-weight 0.02 --gan-steps 100 --fresh
 """
 
 from __future__ import annotations
@@ -67,12 +69,27 @@ def init_student(teacher: nn.Module) -> nn.Module:
     return student
 
 
-def variants(args: argparse.Namespace) -> dict[str, tuple[LossTerm, ...]]:
+Phase = tuple[tuple[LossTerm, ...], int]
+
+
+def variants(args: argparse.Namespace) -> dict[str, list[Phase]]:
+    """Each variant: distill stages run one after the other (the GAN one continues from the first)."""
     output = LossTerm(kind="output", weight=1.0, options=OutputConfig(distance="l1"))
     at = LossTerm(kind="at", weight=args.at_weight, options=ATConfig(p=2.0))
     afd = LossTerm(kind="afd", weight=args.afd_weight, options=AFDConfig(qk_dim=128))
-    gan = LossTerm(kind="gan", weight=args.gan_weight, options=GANConfig(flavor="relativistic_paired"))
-    return {"output": (output,), "output+at": (output, at), "output+afd": (output, afd), "output+afd+gan": (output, afd, gan)}
+
+    def gan(weight: float) -> LossTerm:
+        return LossTerm(kind="gan", weight=weight, options=GANConfig(flavor="relativistic_paired"))
+
+    late = args.steps - args.gan_steps
+    return {
+        "output": [((output,), args.steps)],
+        "output+at": [((output, at), args.steps)],
+        "output+afd": [((output, afd), args.steps)],
+        f"output+afd+gan ({args.early_gan_weight:g}, from step 0)": [((output, afd, gan(args.early_gan_weight)), args.steps)],
+        f"output+afd, then +gan ({args.gan_weight:g}, last {args.gan_steps} steps)": [
+            ((output, afd), late), ((output, afd, gan(args.gan_weight)), args.gan_steps)],
+    }
 
 
 class _DiscriminatorPlugin:
@@ -156,7 +173,7 @@ def write_markdown(path: Path, results: dict[str, Any], args: argparse.Namespace
         "",
         f"Settings: {args.steps} steps, batch {args.batch}, HR patch {args.patch}, AdamW lr {args.lr:g}, "
         f"train sets T91+BSD200, seed 0, torch threads {args.threads}. Weights: output 1, at {args.at_weight:g}, "
-        f"afd {args.afd_weight:g}, gan {args.gan_weight:g} (relativistic_paired; discriminator "
+        f"afd {args.afd_weight:g}, gan as labelled (relativistic_paired; discriminator "
         f"{args.discriminator} features {args.disc_features}, hidden {args.disc_hidden}, trained from scratch).",
         "",
         *lines,
@@ -178,7 +195,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--at-weight", type=float, default=100.0)
     parser.add_argument("--afd-weight", type=float, default=200.0)
-    parser.add_argument("--gan-weight", type=float, default=0.1)
+    parser.add_argument("--gan-weight", type=float, default=0.01, help="GAN weight of the late-GAN variant.")
+    parser.add_argument("--gan-steps", type=int, default=100, help="Last steps of the late-GAN variant that add the GAN term.")
+    parser.add_argument("--early-gan-weight", type=float, default=0.1, help="GAN weight of the GAN-from-step-0 variant.")
     parser.add_argument("--discriminator", default="f2srgan_discriminator")
     parser.add_argument("--disc-features", type=int, nargs="+", default=[32, 32, 64, 64, 128, 128, 256, 256])
     parser.add_argument("--disc-hidden", type=int, default=256)
@@ -212,21 +231,25 @@ def main() -> int:
         print(label, json.dumps(results[label]["scores"]), flush=True)
 
     data = DataConfig(train=("T91", "BSD200"), eval=EVAL_SETS, patch=args.patch, batch=args.batch)
-    for name, losses in variants(args).items():
+    for name, phases in variants(args).items():
         if (args.only is not None and name not in args.only) or name in results:
             continue
-        disc = discriminator(args) if any(term.kind == "gan" for term in losses) else None
-        config = DistillConfig(teacher=TEACHER, losses=losses, discriminator=disc, steps=args.steps, lr=args.lr,
-                               num_taps=4, checkpoint_every=25, log_every=10)
-        ctx = StageContext(index=0, stage_name=f"distill-{name}", scale=SCALE, data=data,
-                           work_dir=args.work / name.replace("+", "_"), registry=default_registry(), quiet=True)
         start = time.perf_counter()
-        student = apply(init_student(teacher), config, ctx)
+        student, notes = init_student(teacher), []
+        for index, (losses, steps) in enumerate(phases):
+            disc = discriminator(args) if any(term.kind == "gan" for term in losses) else None
+            config = DistillConfig(teacher=TEACHER, losses=losses, discriminator=disc, steps=steps, lr=args.lr,
+                                   num_taps=4, checkpoint_every=25, log_every=10)
+            folder = "".join(c if c.isalnum() else "_" for c in name) + f"_{index}"
+            ctx = StageContext(index=index, stage_name=f"distill-{folder}", scale=SCALE, data=data,
+                               work_dir=args.work / folder, registry=default_registry(), quiet=True)
+            student = apply(student, config, ctx)
+            notes += ctx.notes
         seconds = time.perf_counter() - start
         scores = scorer.score(student)
-        results[name] = {"scores": scores, "note": f"{args.steps} steps, {seconds / 60:.1f} min", "notes": ctx.notes}
+        results[name] = {"scores": scores, "note": f"{args.steps} steps, {seconds / 60:.1f} min", "notes": notes}
         results_file.write_text(json.dumps(results, indent=2))
-        print(name, f"{seconds:.0f}s", json.dumps(scores), ctx.notes, flush=True)
+        print(name, f"{seconds:.0f}s", json.dumps(scores), notes, flush=True)
     write_markdown(args.out, results, args, command)
     print(f"wrote {args.out}")
     return 0

@@ -116,5 +116,6 @@ def apply(model: nn.Module, config: DistillConfig, ctx: Any) -> nn.Module:
     )
     if needs_taps:
         ctx.note(f"taps: student {', '.join(student_taps)}; teacher {', '.join(teacher_taps)}")
-    ctx.note(_summary(result, [f"{w:g} x {name}" for name, (w, _) in terms.items()]))
+    named = ([f"{anchor.weight:g} x {ANCHOR_KIND}"] if anchor.weight else []) + [f"{w:g} x {n}" for n, (w, _) in terms.items()]
+    ctx.note(_summary(result, named))
     return result.model
