@@ -28,7 +28,19 @@ from torch import nn
 
 from srcompress.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_FORMAT", "apply_structure", "capture_structure", "load_checkpoint", "save_checkpoint", "atomic_torch_save"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "EXPORTED_SUFFIX",
+    "apply_structure",
+    "atomic_torch_save",
+    "capture_structure",
+    "load_checkpoint",
+    "load_exported",
+    "needs_export",
+    "read_checkpoint",
+    "save_checkpoint",
+    "save_exported",
+]
 
 CHECKPOINT_FORMAT = "srcompress.checkpoint/1"
 
@@ -142,3 +154,46 @@ def load_checkpoint(path: Path, model: nn.Module) -> nn.Module:
     if problems:
         raise CheckpointError(f"{path}: does not match the architecture ({', '.join(problems)})")
     return model
+
+
+# ------------------------------------------------------------------------------ exported programs
+# A model a technique turned into a graph (e.g. a PT2E-quantized ``torch.fx.GraphModule``) cannot be
+# rebuilt from an architecture + state dict: it is stored as a ``torch.export`` ExportedProgram
+# (``.pt2``: a serialized graph and tensors, no pickled code) with dynamic batch, height and width.
+
+EXPORTED_SUFFIX = ".pt2"
+
+
+def needs_export(model: nn.Module) -> bool:
+    """True for modules whose structure is a traced graph rather than a buildable architecture."""
+    return isinstance(model, torch.fx.GraphModule)
+
+
+def save_exported(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
+    """Write ``model`` as an ExportedProgram, atomically. ``example``: (N, 3, H, W) float32, H, W >= 2."""
+    path = Path(path)
+    if example.shape[0] < 2:  # a batch of 1 would specialise the batch dimension
+        example = example.expand(2, -1, -1, -1).contiguous()
+    dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=EXPORTED_SUFFIX, dir=path.parent)  # torch wants .pt2
+    os.close(fd)
+    try:
+        torch.export.save(program, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_exported(path: Path) -> nn.Module:
+    """The module saved by :func:`save_exported` (same forward)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: exported model not found")
+    try:
+        return torch.export.load(path).module()
+    except Exception as exc:  # torch raises many types for a damaged archive
+        raise CheckpointError(f"{path}: cannot load the exported model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None

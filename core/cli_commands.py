@@ -90,7 +90,7 @@ def cmd_eval(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _load_model(args: argparse.Namespace, registry: Registry) -> nn.Module:
-    from srcompress.checkpoint import load_checkpoint, read_checkpoint
+    from srcompress.checkpoint import load_checkpoint, load_exported, read_checkpoint
     from srcompress.models import build_model, ref_from_mapping
     from srcompress.recipe import make_converter
     from srcompress.recipe_types import ModelRef
@@ -100,6 +100,8 @@ def _load_model(args: argparse.Namespace, registry: Registry) -> nn.Module:
         path = Path(source)
         if path.is_dir():
             path = _final_checkpoint(path)
+        if path.suffix == ".pt2":
+            return load_exported(path).eval()
         payload = read_checkpoint(path)
         if payload["model"] is None:
             raise SrcompressError(f"{path}: holds a user module; load it in Python with srcompress.checkpoint.load_checkpoint")
@@ -116,9 +118,9 @@ def _load_model(args: argparse.Namespace, registry: Registry) -> nn.Module:
 
 
 def _final_checkpoint(run_dir: Path) -> Path:
-    stages = sorted(p for p in run_dir.glob("stage-*/model.pt"))
+    stages = sorted(p for p in run_dir.glob("stage-*/model.pt*") if p.suffix in (".pt", ".pt2"))
     if not stages:
-        raise SrcompressError(f"{run_dir}: no finished stage checkpoint (stage-XX/model.pt) in this run directory")
+        raise SrcompressError(f"{run_dir}: no finished stage checkpoint (stage-XX/model.pt or .pt2) in this run directory")
     return stages[-1]
 
 

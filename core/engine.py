@@ -18,7 +18,14 @@ import torch
 from attrs import define, field
 from torch import nn
 
-from srcompress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from srcompress.checkpoint import (
+    load_checkpoint,
+    load_exported,
+    needs_export,
+    read_checkpoint,
+    save_checkpoint,
+    save_exported,
+)
 from srcompress.context import StageContext
 from srcompress.errors import SrcompressError, StageError
 from srcompress.models import build_model, model_ref_of, ref_from_mapping, ref_to_mapping, set_model_ref
@@ -192,7 +199,7 @@ class _Engine:
         hook = self.registry.hook
         if done is not None:
             hook.srcompress_stage_start(index=index, stage=stage.config, resumed=True)
-            model = self._load_stage_model(folder / "model.pt")
+            model = self._load_stage_model(folder)
             metrics = self.rundir.read_json(f"{folder.name}/metrics.json")
             if done.get("metrics_fingerprint") != metrics_fp or metrics is None:
                 metrics = self._measure(model, self._label(index, stage), folder)
@@ -205,7 +212,7 @@ class _Engine:
             self._forget_changed(index, folder, fp)
             hook.srcompress_stage_start(index=index, stage=stage.config, resumed=False)
             model, notes = self._apply(index, stage, model, folder)
-            save_checkpoint(model, folder / "model.pt", model_ref=self._ref_mapping(model), extra={"stage": stage.type})
+            self._save_stage_model(model, folder)
             metrics = self._measure(model, self._label(index, stage), folder)
             metrics["notes"] = [*(f"{stage.label}: {n}" for n in notes), *metrics.get("notes", [])]
             self.rundir.write_json(f"{folder.name}/metrics.json", metrics)
@@ -262,7 +269,24 @@ class _Engine:
         ref = model_ref_of(model)
         return ref_to_mapping(ref) if ref is not None else None
 
-    def _load_stage_model(self, path: Path) -> nn.Module:
+    def _save_stage_model(self, model: nn.Module, folder: Path) -> None:
+        """``model.pt`` (state + structure), or ``model.pt2`` for a traced graph, plus ``model.json``."""
+        ref = self._ref_mapping(model)
+        if needs_export(model):
+            h, w = self.recipe.eval.lr_size
+            save_exported(model, folder / "model.pt2", torch.rand(2, 3, min(h, 32), min(w, 32), device=self.recipe.device))
+        else:
+            save_checkpoint(model, folder / "model.pt", model_ref=ref)
+        self.rundir.write_json(f"{folder.name}/model.json", {"model": ref})
+
+    def _load_stage_model(self, folder: Path) -> nn.Module:
+        info = self.rundir.read_json(f"{folder.name}/model.json") or {}
+        if (folder / "model.pt2").is_file():
+            model = load_exported(folder / "model.pt2")
+            if info.get("model") is not None:
+                set_model_ref(model, ref_from_mapping(info["model"], self.registry))
+            return model
+        path = folder / "model.pt"
         payload = read_checkpoint(path)
         if payload["model"] is None:
             if self.user_model is None:

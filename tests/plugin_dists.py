@@ -82,6 +82,18 @@ def count(model, config, ctx):
     return model
 
 
+@define(frozen=True, kw_only=True)
+class TraceConfig:
+    size: int = option(8, help="Side of the example input used for tracing.", validator=in_range(2, 64))
+
+
+def trace(model, config, ctx):
+    """Turn the model into a torch.export graph (as quantization does), dynamic in batch, H and W."""
+    example = torch.rand(2, 3, config.size, config.size)
+    dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    return torch.export.export(model.eval(), (example,), dynamic_shapes=(dims,)).module()
+
+
 @hookimpl
 def srcompress_models():
     return [ModelEntry(name="tiny_tp", build=lambda scale, o: TinySR(scale, o.width), scales=(2, 4),
@@ -92,5 +104,6 @@ def srcompress_models():
 def srcompress_techniques():
     return [TechniqueEntry(name="scale_tail", config_cls=ScaleConfig, apply=scale_tail,
                            description="scales the last conv (test technique)"),
-            TechniqueEntry(name="count", config_cls=CountConfig, apply=count, description="logs each application")]
+            TechniqueEntry(name="count", config_cls=CountConfig, apply=count, description="logs each application"),
+            TechniqueEntry(name="trace", config_cls=TraceConfig, apply=trace, description="exports to a graph")]
 '''

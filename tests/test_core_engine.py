@@ -157,3 +157,17 @@ def test_pruned_checkpoint_reloads_into_a_fresh_model(registry: Registry, tmp_pa
     load_checkpoint(path, fresh)
     assert fresh.head.weight.shape == (4, 3, 3, 3) and fresh.head.out_channels == 4
     assert torch.equal(fresh(example), model(example))
+
+
+def test_a_traced_graph_stage_is_saved_as_pt2_and_resumed(registry: Registry, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    recipe["stages"] = [{"type": "scale_tail", "factor": 0.5}, {"type": "trace"}, {"type": "count", "log": str(tmp_path / "log.txt")}]
+    first = run(recipe, run_dir=tmp_path / "run", registry=registry, quiet=True)
+    folder = tmp_path / "run" / "stage-01-trace"
+    assert (folder / "model.pt2").is_file() and not (folder / "model.pt").exists()
+    assert json.loads((folder / "model.json").read_text())["model"]["name"] == "tiny_tp"
+    again = run(recipe, run_dir=tmp_path / "run", registry=registry, quiet=True)
+    assert again.resumed_stages == [0, 1, 2]
+    x = torch.rand(1, 3, 12, 10)
+    assert torch.allclose(again.model(x), first.model(x), atol=1e-6)
+    assert again.records[2]["params"] == first.records[1]["params"]

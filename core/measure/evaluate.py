@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from srcompress import data as srdata
 from srcompress.entries import MetricEntry
 from srcompress.measure.lpips_metric import MetricSkippedWarning
+from srcompress.modes import eval_mode
 from srcompress.registry import Registry, default_registry
 
 __all__ = ["EvalResult", "KeptImage", "evaluate", "format_value", "metric_label"]
@@ -192,17 +193,12 @@ def evaluate(
         higher_is_better={e.name: e.higher_is_better for e in entries},
     )
     device = torch.device(device)
-    module = model if isinstance(model, nn.Module) else None
-    was_training = module.training if module is not None else False
-    if module is not None:
-        module.to(device).eval()
+    if isinstance(model, nn.Module):
+        model.to(device)
     start = time.perf_counter()
-    try:
+    with eval_mode(model):
         for name in datasets:
             _evaluate_dataset(model, name, scale, root, entries, device, crop, keep_outputs, limit, result, progress)
-    finally:
-        if module is not None:
-            module.train(was_training)
     result.seconds = time.perf_counter() - start
     return result
 

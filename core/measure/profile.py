@@ -28,6 +28,8 @@ from attrs import define, field
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from srcompress.modes import eval_mode
+
 __all__ = [
     "FFT_FLOP_FORMULAS",
     "LatencyStats",
@@ -112,16 +114,9 @@ def count_macs(
     height, width = lr_size
     device, dtype = _model_device_dtype(model) if isinstance(model, nn.Module) else (torch.device("cpu"), torch.float32)
     x = torch.zeros(1, channels, height, width, device=device, dtype=dtype)
-    was_training = model.training if isinstance(model, nn.Module) else False
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        counter = FlopCounterMode(display=False, custom_mapping=FFT_FLOP_FORMULAS)
-        with torch.no_grad(), counter:
-            out = model(x)
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was_training)
+    counter = FlopCounterMode(display=False, custom_mapping=FFT_FLOP_FORMULAS)
+    with eval_mode(model), torch.no_grad(), counter:
+        out = model(x)
     if scale is not None and tuple(out.shape[-2:]) != (scale * height, scale * width):
         raise ValueError(
             f"model output {tuple(out.shape)} is not x{scale} of the input {tuple(x.shape)}; "

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from srcompress.checkpoint import atomic_torch_save
+from srcompress.checkpoint import atomic_torch_save, needs_export
 from srcompress.measure.evaluate import EvalResult, KeptImage, evaluate
 from srcompress.measure.profile import count_macs, count_params, measure_latency
 from srcompress.measure.report import StageRecord, crops_from_results, write_report
+from srcompress.modes import eval_mode
 
 if TYPE_CHECKING:
     from srcompress.recipe import Recipe
@@ -32,8 +33,7 @@ def _latency(model: nn.Module, recipe: Recipe) -> float | None:
         return None
     h, w = recipe.eval.lr_size
     x = torch.rand(1, 3, h, w, device=recipe.device)
-    model.eval()
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         stats = measure_latency(
             lambda: model(x), warmup=1, runs=recipe.eval.latency_runs, threads=recipe.eval.threads,
             cuda_sync=recipe.device.startswith("cuda"),
@@ -48,7 +48,8 @@ def measure_stage(
 
     Returns the JSON-able record (:meth:`StageRecord.to_dict` plus the evaluation notes).
     """
-    model = model.to(recipe.device)
+    if not needs_export(model):
+        model = model.to(recipe.device)
     total, _trainable = count_params(model)
     macs = count_macs(model, recipe.eval.lr_size, recipe.model.scale)
     result = evaluate(
