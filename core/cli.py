@@ -72,6 +72,9 @@ def _model_source_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    # third-party libraries' import-time deprecation chatter is not the user's business
+    for noisy in ("torch.utils._pytree", "onnxscript", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return _dispatch(args)
     except SrcompressError as exc:

@@ -327,3 +327,16 @@ def test_gan_aware_distillation_trains_student_and_discriminator(tmp_path: Path,
     assert isinstance(disc, F2SRGANDiscriminator) and disc.options.features == (8, 8, 16, 16)
     assert not torch.equal(before["classifier.4.weight"], disc.state_dict()["classifier.4.weight"])
     assert "1 x output, 10 x at, 0.1 x gan, 2e-08 x tv" in ctx.notes[-1] and _no_hooks(student)
+
+
+def test_student_init_from_teacher_renames_blocks() -> None:
+    from srcompress.plugins.techniques.distill.technique import init_from_teacher
+
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3), torch.nn.Conv2d(4, 4, 1))
+    student = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 1))
+    copied, total = init_from_teacher(student, teacher, {"1": "2"})
+    assert (copied, total) == (4, 4)
+    assert torch.equal(student[0].weight, teacher[0].weight) and torch.equal(student[1].weight, teacher[2].weight)
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 1))
+    # '1.weight' is 3x3 in the teacher and 1x1 here: kept; '1.bias' has the same shape: copied
+    assert init_from_teacher(other, teacher, {}) == (3, 4)

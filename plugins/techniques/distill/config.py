@@ -6,7 +6,7 @@ from typing import Any
 
 from attrs import define
 
-from srcompress.config import in_range, option
+from srcompress.config import in_range, one_of, option
 from srcompress.recipe_types import ModelRef
 from srcompress.training import LossTerm, TrainConfig
 
@@ -63,4 +63,13 @@ class DistillConfig(TrainConfig):
     )
     discriminator: ModelRef | None = option(
         None, help="Discriminator for 'gan' terms, e.g. {name: f2srgan_discriminator}.",
+    )
+    student_init: str = option(
+        "none", help="How a student built by name starts: none (its own initialisation) or teacher (copy every "
+        "teacher tensor of the same name and shape, after the renames of init_map).",
+        validator=one_of(("none", "teacher")),
+    )
+    init_map: dict[str, str] = option(
+        factory=dict, help="For student_init: teacher, student module prefix -> teacher module prefix, e.g. "
+        "{body.0: body.1} starts the student's block 0 from the teacher's block 1.",
     )

@@ -18,10 +18,11 @@ Recipe::
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+import torch
 from torch import nn
 
 from srcompress.errors import SrcompressError
@@ -79,6 +80,31 @@ def _models(model: nn.Module, config: DistillConfig, ctx: Any) -> tuple[nn.Modul
     return teacher, student
 
 
+def _renamed(key: str, renames: Mapping[str, str]) -> str:
+    """``key`` with its longest matching module prefix replaced by ``renames``."""
+    for prefix in sorted(renames, key=len, reverse=True):
+        if key == prefix or key.startswith(prefix + "."):
+            return renames[prefix] + key[len(prefix):]
+    return key
+
+
+def init_from_teacher(student: nn.Module, teacher: nn.Module, renames: Mapping[str, str]) -> tuple[int, int]:
+    """Copy teacher tensors into the student where (renamed) names and shapes agree.
+
+    :return: (tensors copied, student tensors in all).
+    """
+    source = teacher.state_dict()
+    state = student.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for key, tensor in state.items():
+            match = source.get(_renamed(key, renames))
+            if match is not None and match.shape == tensor.shape:
+                tensor.copy_(match)
+                copied += 1
+    return copied, len(state)
+
+
 def _summary(result: Any, terms: Sequence[str]) -> str:
     history = result.history
     text = f"distilled {result.steps} steps with {', '.join(terms)}"
@@ -97,6 +123,9 @@ def apply(model: nn.Module, config: DistillConfig, ctx: Any) -> nn.Module:
     Returns the trained student. Forward hooks are on both models only while training.
     """
     teacher, student = _models(model, config, ctx)
+    if config.student_init == "teacher" and student is not teacher:
+        copied, total = init_from_teacher(student, teacher, config.init_map)
+        ctx.note(f"student initialised from the teacher: {copied} of {total} tensors")
     anchor, rest = split_anchor(config.losses)
     terms = build_terms(rest, ctx.registry, taken=[ANCHOR_KIND])
     needs_taps = any(isinstance(m, DistillationLoss) and m.uses_features for _, m in terms.values())
