@@ -14,7 +14,7 @@ from attrs import define
 from torch import nn
 
 from plugin_dists import THIRD_PARTY_PLUGIN, make_dist
-from srcompress import BackendEntry, ModelEntry, ModelHints, TechniqueEntry
+from srcompress import ModelEntry, ModelHints, TechniqueEntry
 from srcompress.config import option
 from srcompress.registry import Registry
 from srcompress.testing import ConformanceError, ReferenceSR, check_backend, check_model, check_technique, reference_model
