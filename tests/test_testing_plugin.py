@@ -209,3 +209,16 @@ def test_pytest_option_selects_plugins_and_rejects_unknown(
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "--srcompress-plugin", "nope")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*UsageError: srcompress plugin 'nope' is not installed (installed: *tinytp*"])
+
+
+@define(frozen=True, kw_only=True)
+class _Doubling:
+    gain: float = option(1.0, help="Doubled on every read (a broken converter).", converter=lambda v: 2 * v)
+
+
+def test_check_technique_yaml_roundtrip_is_enforced(registry: Registry) -> None:
+    entry = TechniqueEntry(name="doubling", config_cls=_Doubling, apply=lambda m, c, x: m)
+    with pytest.raises(ConformanceError, match=r"_Doubling: the YAML round trip changes field 'gain' from 2.0 to 4.0"):
+        check_technique(entry, registry=registry)
+    report = check_technique(entry, registry=registry, roundtrip=False)
+    assert report.skipped == ["YAML round trip not checked (roundtrip=False)"]
