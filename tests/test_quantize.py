@@ -240,3 +240,22 @@ def test_config_rejects_inconsistent_options() -> None:
         QuantizeConfig(dtype="int16", target="tensorrt")
     with pytest.raises(FieldValueError, match="calibration: must be one of"):
         QuantizeConfig(calibration="kl")
+
+
+def test_technique_apply_through_the_registry_keeps_hinted_fourier_units_float(data_root: object, tmp_path: object) -> None:
+    from srcompress import default_registry
+    from srcompress.context import StageContext
+    from srcompress.models import build_model
+    from srcompress.recipe_types import DataConfig, ModelRef
+
+    registry = default_registry()
+    entry = registry.get_technique("quantize")
+    model = build_model(ModelRef(name="f2srgan", scale=2, options=F2SRGANOptions(blocks=2, width=16, ffc_blocks=(0,))))
+    data = DataConfig(train=("Set5",), eval=("Set5",), patch=32, batch=2)
+    ctx = StageContext(index=0, stage_name="quantize", scale=2, data=data, work_dir=tmp_path, registry=registry, quiet=True)
+    config = entry.config_cls(calib_batches=2, calib_batch=2)
+    quantized = entry.apply(model, config, ctx)
+    assert quantized(torch.rand(1, 3, 10, 12)).shape == (1, 3, 20, 24)
+    hinted = registry.get_model("f2srgan").hints(model).keep_float
+    assert hinted and all(name in ctx.notes[0] for name in hinted)
+    assert "on 2 batches" in ctx.notes[0]
