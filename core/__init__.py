@@ -35,6 +35,15 @@ from srcompress.registry import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``srcompress.run`` / ``srcompress.compress``, imported on first use (they pull in torch)."""
+    if name in ("run", "compress", "RunResult"):
+        from srcompress import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'srcompress' has no attribute {name!r}")
+
 __all__ = [
     "BackendEntry",
     "Deployed",
@@ -44,10 +53,12 @@ __all__ = [
     "ModelHints",
     "NoOptions",
     "Registry",
+    "RunResult",
     "SrcompressError",
     "TechniqueEntry",
     "WeightsEntry",
     "__version__",
+    "compress",
     "default_registry",
     "get_backend",
     "get_loss",
@@ -61,4 +72,5 @@ __all__ = [
     "list_metrics",
     "list_models",
     "list_techniques",
+    "run",
 ]

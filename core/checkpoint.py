@@ -36,10 +36,12 @@ __all__ = [
     "capture_structure",
     "load_checkpoint",
     "load_exported",
+    "load_stage_model",
     "needs_export",
     "read_checkpoint",
     "save_checkpoint",
     "save_exported",
+    "save_stage_model",
 ]
 
 CHECKPOINT_FORMAT = "srcompress.checkpoint/1"
@@ -165,8 +167,8 @@ EXPORTED_SUFFIX = ".pt2"
 
 
 def needs_export(model: nn.Module) -> bool:
-    """True for modules whose structure is a traced graph rather than a buildable architecture."""
-    return isinstance(model, torch.fx.GraphModule)
+    """True for modules holding a traced graph (anywhere inside) rather than a buildable architecture."""
+    return any(isinstance(module, torch.fx.GraphModule) for module in model.modules())
 
 
 def save_exported(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
@@ -197,3 +199,55 @@ def load_exported(path: Path) -> nn.Module:
         return torch.export.load(path).module()
     except Exception as exc:  # torch raises many types for a damaged archive
         raise CheckpointError(f"{path}: cannot load the exported model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+# ------------------------------------------------------------------------------ a stage's model
+
+MODEL_INFO = "model.json"
+
+
+def save_stage_model(model: nn.Module, folder: Path, *, model_ref: Mapping[str, Any] | None, example: torch.Tensor) -> Path:
+    """Save a stage's result in ``folder``: ``model.pt`` (state + structure) or, for a model holding a
+    traced graph, ``model.pt2``; plus ``model.json`` with the architecture reference. Returns the file."""
+    import json
+
+    folder = Path(folder)
+    if needs_export(model):
+        path = save_exported(model, folder / f"model{EXPORTED_SUFFIX}", example)
+    else:
+        path = save_checkpoint(model, folder / "model.pt", model_ref=model_ref)
+    info = json.dumps({"model": dict(model_ref) if model_ref is not None else None, "file": path.name}, indent=2)
+    fd, tmp = tempfile.mkstemp(prefix=f".{MODEL_INFO}.", suffix=".tmp", dir=folder)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(info)
+    os.replace(tmp, folder / MODEL_INFO)
+    return path
+
+
+def load_stage_model(folder: Path, *, registry: Any = None, user_model: nn.Module | None = None) -> nn.Module:
+    """Reload what :func:`save_stage_model` wrote. A registered architecture is rebuilt from its
+    reference (no weights download); a user's module from a deep copy of ``user_model``."""
+    import copy
+    import json
+
+    from srcompress.models import build_model, ref_from_mapping, set_model_ref
+
+    folder = Path(folder)
+    info_path = folder / MODEL_INFO
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    ref = ref_from_mapping(info["model"], registry) if info.get("model") else None
+    exported = folder / f"model{EXPORTED_SUFFIX}"
+    if exported.is_file():
+        model = load_exported(exported)
+        if ref is not None:
+            set_model_ref(model, ref)
+        return model
+    path = folder / "model.pt"
+    payload = read_checkpoint(path)
+    if payload["model"] is not None:
+        fresh = build_model(ref_from_mapping(payload["model"], registry), registry=registry, load_weights=False)
+    elif user_model is not None:
+        fresh = copy.deepcopy(user_model)
+    else:
+        raise CheckpointError(f"{path}: holds a user module; reload it through srcompress.compress(model, ...)")
+    return load_checkpoint(path, fresh)

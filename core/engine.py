@@ -18,17 +18,10 @@ import torch
 from attrs import define, field
 from torch import nn
 
-from srcompress.checkpoint import (
-    load_checkpoint,
-    load_exported,
-    needs_export,
-    read_checkpoint,
-    save_checkpoint,
-    save_exported,
-)
+from srcompress.checkpoint import load_stage_model, save_stage_model
 from srcompress.context import StageContext
 from srcompress.errors import SrcompressError, StageError
-from srcompress.models import build_model, model_ref_of, ref_from_mapping, ref_to_mapping, set_model_ref
+from srcompress.models import build_model, model_ref_of, ref_to_mapping, set_model_ref
 from srcompress.recipe_types import ModelRef
 from srcompress.recipe import Recipe, StageSpec, dump_recipe, load_recipe, parse_recipe, recipe_to_mapping
 from srcompress.registry import Registry, default_registry
@@ -270,32 +263,12 @@ class _Engine:
         return ref_to_mapping(ref) if ref is not None else None
 
     def _save_stage_model(self, model: nn.Module, folder: Path) -> None:
-        """``model.pt`` (state + structure), or ``model.pt2`` for a traced graph, plus ``model.json``."""
-        ref = self._ref_mapping(model)
-        if needs_export(model):
-            h, w = self.recipe.eval.lr_size
-            save_exported(model, folder / "model.pt2", torch.rand(2, 3, min(h, 32), min(w, 32), device=self.recipe.device))
-        else:
-            save_checkpoint(model, folder / "model.pt", model_ref=ref)
-        self.rundir.write_json(f"{folder.name}/model.json", {"model": ref})
+        h, w = self.recipe.eval.lr_size
+        example = torch.rand(2, 3, min(h, 32), min(w, 32), device=self.recipe.device)
+        save_stage_model(model, folder, model_ref=self._ref_mapping(model), example=example)
 
     def _load_stage_model(self, folder: Path) -> nn.Module:
-        info = self.rundir.read_json(f"{folder.name}/model.json") or {}
-        if (folder / "model.pt2").is_file():
-            model = load_exported(folder / "model.pt2")
-            if info.get("model") is not None:
-                set_model_ref(model, ref_from_mapping(info["model"], self.registry))
-            return model
-        path = folder / "model.pt"
-        payload = read_checkpoint(path)
-        if payload["model"] is None:
-            if self.user_model is None:
-                raise StageError(f"{path}: the checkpoint holds a user module; resume it through srcompress.compress(model, ...)")
-            model = copy.deepcopy(self.user_model)
-        else:
-            ref = ref_from_mapping(payload["model"], self.registry)
-            model = build_model(ref, registry=self.registry, load_weights=False)
-        return load_checkpoint(path, model)
+        return load_stage_model(folder, registry=self.registry, user_model=self.user_model)
 
     # ---------------------------------------------------------------- measure
     def _measure(self, model: nn.Module, label: str, folder: Path) -> dict[str, Any]:

@@ -279,19 +279,6 @@ def _stage_context(entry: TechniqueEntry, registry: Registry, scale: int, work: 
     return StageContext(index=0, stage_name=entry.name, scale=scale, data=data_config, work_dir=work, registry=registry, quiet=True)
 
 
-def _reload(path: Path, out: nn.Module, reference: nn.Module, registry: Registry) -> nn.Module:
-    """Reload a checkpoint exactly as the engine does when it resumes a finished stage."""
-    from srcompress.checkpoint import load_checkpoint, read_checkpoint
-    from srcompress.models import build_model, ref_from_mapping
-
-    payload = read_checkpoint(path)
-    if payload["model"] is None:
-        fresh = copy.deepcopy(reference)
-    else:
-        fresh = build_model(ref_from_mapping(payload["model"], registry), registry=registry, load_weights=False)
-    return load_checkpoint(path, fresh)
-
-
 def check_technique(
     entry: TechniqueEntry | str,
     *,
@@ -319,7 +306,7 @@ def check_technique(
         config known not to round-trip; the report then lists the round trip as skipped).
     :raises ConformanceError: a broken contract.
     """
-    from srcompress.checkpoint import save_checkpoint
+    from srcompress.checkpoint import load_stage_model, save_stage_model
     from srcompress.models import model_ref_of, ref_to_mapping
 
     registry = _registry(registry)
@@ -349,9 +336,11 @@ def check_technique(
             raise report.fail(f"after apply, forward gives {tuple(y.shape)} (finite={_finite(y)}); expected finite {expected}")
         report.ok(f"applies to {type(reference).__name__} x{scale}; forward still gives {expected}")
         ref = model_ref_of(out)
-        path = save_checkpoint(out, work / "model.pt", model_ref=ref_to_mapping(ref) if ref is not None else None)
+        # saved and reloaded exactly as the engine does when it resumes a finished stage
+        save_stage_model(out, work / "stage", model_ref=ref_to_mapping(ref) if ref is not None else None,
+                         example=_input(size, seed=2))
         try:
-            back = _reload(path, out, reference, registry)
+            back = load_stage_model(work / "stage", registry=registry, user_model=reference)
         except SrcompressError as exc:
             raise report.fail(
                 f"its result does not reload from an srcompress checkpoint ({exc}); keep the incoming module tree "
