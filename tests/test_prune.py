@@ -61,6 +61,8 @@ LR = 12
 def _prunable_entries() -> list[Any]:
     cases = []
     for entry in Registry().list_models():
+        if getattr(entry, "role", "sr") != "sr":
+            continue  # e.g. the F2SRGAN discriminator: not an upscaler
         model = entry.build(max(entry.scales), entry.options_cls(**SMALL_OPTIONS.get(entry.name, {})))
         if not any(p.requires_grad for p in model.parameters()):
             continue  # bicubic: nothing to prune

@@ -96,7 +96,8 @@ def prune_model(
     :param original: group name -> width before the first of several iterative steps, so ratios
         stay relative to the unpruned model (default: the current widths).
     :param batches: (lr, hr) training batches, float32 NCHW in [0, 1]; needed by gradient criteria.
-    :param example: LR input for tracing (default: a random (1, 3, 32, 32) image in [0, 1]).
+    :param example: LR input for tracing and the final check (default: a seeded random (1, 3,
+        TRACE_SIZE, TRACE_SIZE) image in [0, 1]).
     """
     hints = hints or ModelHints()
     entry = resolve_importance(importance if importance is not None else config.importance, registry)

@@ -18,7 +18,6 @@ Recipe::
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -116,7 +115,7 @@ def apply(model: nn.Module, config: PruneConfig, ctx: Any) -> nn.Module:
         return prune_model(candidate, config, hints=hints, importance=entry, ratio=ratio, batches=batches)
 
     params_before, macs_before = count_params(model)[0], count_macs(model, config.latency_size)
-    ratio = _ratio(copy.deepcopy(model) if config.target else model, config, ctx, prune_copy)
+    ratio = _ratio(model, config, ctx, prune_copy)
     original: dict[str, int] | None = None
     steps = config.iterative_steps
     for step in range(1, steps + 1):
