@@ -112,7 +112,7 @@ def write_run_report(
         if result is not None and result.kept:
             kept[record.stage] = result
     crops = crops_from_results(kept) if kept else None
-    notes = sorted({note for r in records for note in r.get("notes", [])})
+    notes = list(dict.fromkeys(note for r in records for note in r.get("notes", [])))  # stage order, no repeats
     notes += _deploy_notes(deployments or {})
     title = f"{recipe.name}: {recipe.model.name} x{recipe.model.scale}"
     return write_report(out_dir, stage_records, title=title, crops=crops, notes=notes)
