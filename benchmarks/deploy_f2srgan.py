@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--verify-size", type=_size, default=(64, 64), help="LR size of the verification inputs")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
+    parser.add_argument(
+        "--sequential", action="store_true",
+        help="time one configuration at a time (peak memory of one ONNX Runtime session) instead of interleaved rounds",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     registry = default_registry()
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     dft_graph = export_onnx(model, example)
     free_graph = export_onnx(apply_export_forms(model), example)
     export_s = time.perf_counter() - t0
+    print(f"exported both graphs in {export_s:.0f} s", flush=True)
     configs = configurations(dft_graph, free_graph, args.threads)
 
     verify_lines = []
@@ -148,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     preflight_table = preflight_lines(graphs, [[1, 3, 32, 32], [1, 3, 180, 320], [1, 3, 720, 1280]])
     print("\n".join(preflight_table), flush=True)
 
-    rows = bench_backends(model, configs, args.sizes, threads=args.threads, runs=args.runs, warmup=args.warmup, registry=registry)
+    print(f"verified and pre-flighted after {time.perf_counter() - start:.0f} s; timing", flush=True)
+    rows = bench_backends(
+        model, configs, args.sizes, threads=args.threads, runs=args.runs, warmup=args.warmup, registry=registry,
+        interleave=not args.sequential,
+    )  # fmt: skip
     table = format_table(rows)
     print(table, flush=True)
     load_after = os.getloadavg()
@@ -186,12 +195,13 @@ def _report(args, rows, table, verify_lines, preflight_table, export_s, total_s,
             "",
             "```",
             f"SRCOMPRESS_WEIGHTS=../shared/weights .venv/bin/python benchmarks/deploy_f2srgan.py --sizes {sizes} "
-            f"--runs {args.runs} --warmup {args.warmup} --threads {args.threads} --out {args.out}",
+            f"--runs {args.runs} --warmup {args.warmup} --threads {args.threads}{' --sequential' * args.sequential} --out {args.out}",
             "```",
             "",
             f"Machine: {_machine()}; shared with other jobs (load average {load_before[0]:.1f} at the start, "
             f"{load_after[0]:.1f} at the end). {args.threads} threads for torch and ONNX Runtime. Versions: {versions}.",
-            f"All rows measured in one process, interleaved: {args.runs} timed rounds after {args.warmup} warm-up call(s) "
+            f"All rows measured in one process, {'one configuration at a time' if args.sequential else 'interleaved'}: "
+            f"{args.runs} timed runs after {args.warmup} warm-up call(s) "
             f"per configuration and size; input (1, 3, H, W) uniform noise. Both ONNX graphs exported once ({export_s:.0f} s); "
             f"whole run {total_s / 60:.1f} min. LR sizes are H x W (320x180 in W x H is the 180 x 320 row).",
             "",

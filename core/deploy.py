@@ -15,6 +15,7 @@ Images are float32 RGB NCHW tensors in [0, 1] everywhere.
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import os
@@ -70,7 +71,7 @@ def find_export_forms(model: nn.Module) -> list[str]:
     """Qualified names of the outermost submodules that define ``export_form()`` ("" for the root)."""
     names: list[str] = []
     skip: list[str] = []
-    for name, module in model.named_modules():
+    for name, module in model.named_modules(remove_duplicate=False):  # a shared module is replaced under each name
         if any(name == s or name.startswith(s + ".") for s in skip):
             continue
         if callable(getattr(module, "export_form", None)):
@@ -404,8 +405,8 @@ def deploy_model(
     :param tolerance: overrides the backend's per-precision tolerance.
     :param source: what the backend compiles instead of ``model`` (e.g. an already exported ONNX
         graph); ``model`` stays the torch reference.
-    :return: the deployment and its :class:`VerifyResult`; writes ``<stem>.<ext>`` and
-        ``<stem>.verify.json``.
+    :return: the deployment (``metadata["path"]``: the saved artifact) and its :class:`VerifyResult`;
+        writes ``<stem>.<ext>`` and ``<stem>.verify.json``.
     :raises DeployError: when compiling fails or the output is off by more than the tolerance.
     """
     registry = registry or _default_registry()
@@ -422,6 +423,8 @@ def deploy_model(
     out.mkdir(parents=True, exist_ok=True)
     stem = name or f"model_{backend}_{precision}"
     artifact = deployed.save(out / stem)
+    if isinstance(deployed.metadata, dict):
+        deployed.metadata["path"] = str(artifact)
     report = {"backend": backend, "artifact": artifact.name, "verify": result.to_dict(), "metadata": _jsonable(deployed.metadata)}
     _write_json(out / f"{stem}.verify.json", report)
     return deployed, result
@@ -475,8 +478,9 @@ def bench_backends(
     registry: Any = None,
     check: bool = True,
     seed: int = 0,
+    interleave: bool = True,
 ) -> list[BenchRow]:
-    """Latency of ``model`` on each backend configuration at each LR size, measured side by side.
+    """Latency of ``model`` on each backend configuration at each LR size, measured in one process.
 
     :param backends: ``(backend, options[, label[, source]])``. Each configuration is compiled once
         (dynamic shapes) on an example of the first LR size. ``source`` is what the backend
@@ -484,8 +488,10 @@ def bench_backends(
         several configurations); ``model`` stays the reference. Configurations with a ``threads``
         option get ``threads`` unless they set it themselves.
     :param lr_sizes: LR (height, width) pairs; the input is (1, 3, H, W) uniform noise in [0, 1].
-    :param runs: timed calls per configuration and size, interleaved: round r times every
-        configuration once, so slow drifts of a shared machine hit all of them alike.
+    :param runs: timed calls per configuration and size.
+    :param interleave: keep every configuration loaded and time them in rounds (round r times each
+        once), so slow drifts of a shared machine hit all of them alike; ``False`` compiles, times
+        and frees one configuration at a time (peak memory of one deployment, e.g. for large inputs).
     :param check: also record the max abs difference from the torch ``model`` (fp32) at each size.
     :return: one :class:`BenchRow` per (configuration, size), configurations in the given order per
         size; ``speedup`` is the first configuration's median over this one's, at the same size.
@@ -496,31 +502,54 @@ def bench_backends(
     gen = torch.Generator().manual_seed(seed)
     inputs = {tuple(size): torch.rand((1, 3, *size), generator=gen) for size in lr_sizes}
     example = inputs[tuple(lr_sizes[0])]
-    compiled = [_compile_for_bench(model, spec, example, threads, registry) for spec in backends]
-    rows: list[BenchRow] = []
-    for size, lr in inputs.items():
-        reference = reference_output(model, lr) if check else None
-        errors = [float((d(lr).float().cpu() - reference).abs().max()) if reference is not None else None for _, _, d in compiled]
-        for _, _, deployed in compiled:
-            if warmup:
-                measure_deployed(deployed, lr, warmup=warmup - 1, runs=1, threads=threads)
-        times: list[list[float]] = [[] for _ in compiled]
-        for _ in range(runs):
+    references = {size: reference_output(model, lr) for size, lr in inputs.items()} if check else {}
+    timings: dict[tuple[int, tuple[int, ...]], tuple[list[float], float | None, Mapping[str, Any]]] = {}
+
+    def measure(index: int, deployed: Deployed, size: tuple[int, ...], rounds: int) -> None:
+        lr = inputs[size]
+        if (index, size) not in timings:  # first visit: check (one untimed call) and warm up
+            err = float((deployed(lr).float().cpu() - references[size]).abs().max()) if check else None
+            calls = warmup - (1 if check else 0)
+            if calls > 0:
+                measure_deployed(deployed, lr, warmup=calls - 1, runs=1, threads=threads)
+            timings[(index, size)] = ([], err, dict(deployed.metadata))
+        for _ in range(rounds):
+            timings[(index, size)][0].append(float(measure_deployed(deployed, lr, warmup=0, runs=1, threads=threads).median_ms))
+
+    labels: list[tuple[str, str]] = []
+    if interleave:
+        compiled = [_compile_for_bench(model, spec, example, threads, registry) for spec in backends]
+        labels = [(label, name) for label, name, _ in compiled]
+        for size in inputs:
             for i, (_, _, deployed) in enumerate(compiled):
-                times[i].append(float(measure_deployed(deployed, lr, warmup=0, runs=1, threads=threads).median_ms))
-        medians = [statistics.median(t) for t in times]
-        for (label, name, deployed), t, median, err in zip(compiled, times, medians, errors):
+                measure(i, deployed, size, 0)
+            for _ in range(runs):
+                for i, (_, _, deployed) in enumerate(compiled):
+                    measure(i, deployed, size, 1)
+    else:
+        for i, spec in enumerate(backends):
+            label, name, deployed = _compile_for_bench(model, spec, example, threads, registry)
+            labels.append((label, name))
+            for size in inputs:
+                measure(i, deployed, size, runs)
+            del deployed
+            gc.collect()
+    rows: list[BenchRow] = []
+    for size in inputs:
+        medians = [statistics.median(timings[(i, size)][0]) for i in range(len(labels))]
+        for i, (label, name) in enumerate(labels):
+            times, err, meta = timings[(i, size)]
             rows.append(
                 BenchRow(
                     label=label,
                     backend=name,
-                    precision=str(deployed.metadata.get("precision", "fp32")),
+                    precision=str(meta.get("precision", "fp32")),
                     lr_size=(int(size[0]), int(size[1])),
-                    median_ms=median,
-                    p90_ms=_percentile(t, 90),
+                    median_ms=medians[i],
+                    p90_ms=_percentile(times, 90),
                     max_abs_err=err,
-                    speedup=medians[0] / median if median > 0 else None,
-                    device=str(deployed.metadata.get("device", "cpu")),
+                    speedup=medians[0] / medians[i] if medians[i] > 0 else None,
+                    device=str(meta.get("device", "cpu")),
                 )
             )
     return rows

@@ -55,6 +55,11 @@ def test_fp16_graph_is_converted_for_strong_typing() -> None:
     assert proto.graph.input[0].type.tensor_type.elem_type == 1  # float32 input: a Cast inside the graph
 
 
+def test_weakly_typed_fp16_parses_the_float32_graph() -> None:
+    proto, _, meta = tensorrt_graph(TinySR().eval(), torch.rand(1, 3, 12, 16), TensorRTConfig(precision="fp16", strongly_typed=False))
+    assert meta["precision"] == "fp16" and proto.graph.initializer[0].data_type == 1  # FLOAT: BuilderFlag.FP16 decides
+
+
 def test_profile_must_be_ordered() -> None:
     with pytest.raises(DeployError, match=r"need min_lr <= opt_lr <= max_lr"):
         profile_shapes(TensorRTConfig(min_lr=(64, 64), opt_lr=(32, 32)))

@@ -215,6 +215,14 @@ def test_onnx_backend_fp16_and_save_load_round_trip(tiny: TinySR, tiny_onnx: onn
     assert torch.equal(from_path(x), half(x))
 
 
+def test_onnx_backend_exports_a_half_model_in_float32(tiny: TinySR) -> None:
+    half = TinySR().eval().requires_grad_(False).half()  # e.g. the output of a cast stage
+    deployed = compile_onnx(half, torch.rand(1, 3, 8, 8), OnnxConfig(provider="cpu", precision="fp16"))
+    x = torch.rand(1, 3, 8, 10)
+    assert float((deployed(x) - tiny(x)).abs().max()) < 2e-2
+    assert next(half.parameters()).dtype == torch.float16, "the user's model is not converted in place"
+
+
 def test_onnx_backend_errors_name_the_fix(tiny_onnx: onnx.ModelProto) -> None:
     example = torch.rand(1, 3, 12, 16)
     with pytest.raises(DeployError, match=r"precision int8 needs a graph with QuantizeLinear/DequantizeLinear nodes"):

@@ -176,7 +176,7 @@ def test_deploy_model_writes_artifact_and_verification(tmp_path, registry: Regis
     report = json.loads((tmp_path / "model_torch_bf16.verify.json").read_text())
     assert report["artifact"] == "model_torch_bf16.pt2" and report["verify"]["passed"] is True
     assert report["metadata"]["precision"] == "bf16" and "torch" in report["metadata"]["versions"]
-    assert (tmp_path / "model_torch_bf16.pt2").stat().st_size > 0
+    assert (tmp_path / "model_torch_bf16.pt2").stat().st_size > 0 and deployed.metadata["path"] == str(tmp_path / "model_torch_bf16.pt2")
     with pytest.raises(DeployError, match=r"output differs from torch"):
         deploy_model(model, "torch", {"device": "cpu", "precision": "bf16"}, torch.rand(1, 3, 12, 16), tmp_path, registry, tolerance=1e-7)
 
@@ -213,6 +213,13 @@ def test_bench_backends_rows_and_markdown_table(registry: Registry) -> None:
     table = format_table(rows).splitlines()
     assert table[0].startswith("| LR (H x W) | configuration | precision | device | median ms |")
     assert len(table) == 2 + len(rows) and "| 8 x 20 | onnx, no rewrites | fp32 | cpu |" in table[-1]
+    one_by_one = bench_backends(model, [("torch", {"device": "cpu"}), ("torch", {"device": "cpu", "channels_last": True})], [(8, 8), (6, 10)],
+                                runs=2, warmup=1, registry=registry, interleave=False)  # fmt: skip
+    assert [(r.label, r.lr_size) for r in one_by_one] == [
+        ("torch (device=cpu)", (8, 8)), ("torch (device=cpu, channels_last=True)", (8, 8)),
+        ("torch (device=cpu)", (6, 10)), ("torch (device=cpu, channels_last=True)", (6, 10)),
+    ]  # fmt: skip
+    assert all(r.median_ms > 0 and r.max_abs_err < 1e-5 for r in one_by_one)
     with pytest.raises(DeployError, match=r"a configuration is \(backend, options\[, label\[, source\]\]\)"):
         bench_backends(model, [("torch",)], [(8, 8)], registry=registry)
 

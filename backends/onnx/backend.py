@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from srcompress.errors import DeployError
 __all__ = ["DEFAULT_REWRITES", "TOLERANCE", "OnnxConfig", "compile_onnx", "load_onnx_deployed", "prepare_graph"]
 
 #: Max abs difference from the torch model on [0, 1] images, per precision (int8: vs the
-#: fake-quantized torch model the graph was exported from).
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 5e-2}
+#: fake-quantized torch model the graph was exported from). fp32: a quarter of one 8-bit level;
+#: ONNX Runtime's DFT kernel is 2.5e-4 off on F2SRGAN at 180x320 (the FFT-free graph 2e-6).
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 5e-2}
 DEFAULT_REWRITES = ("activation_before_d2s", "d2s_dcr")
 _TARGET = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-tensorrt"}
 
@@ -126,6 +128,9 @@ def _source_graph(source: Source, example: torch.Tensor, config: OnnxConfig) -> 
     if isinstance(source, nn.Module):
         forms = find_export_forms(source) if config.fft != "dft_op" else []
         model = apply_export_forms(source, enabled=bool(forms))
+        if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+            # a half/bf16 torch model (e.g. a cast stage): export in float32, precision comes from the config
+            model = (copy.deepcopy(model) if model is source else model).float()
         lr = example.detach().float().to(module_device(model))
         proto = export_onnx(model, lr, opset=config.opset, dynamic=config.dynamic)
         return proto, {"source": type(source).__name__, "fft": "fft_free" if forms else "dft_op", "export_forms": forms}

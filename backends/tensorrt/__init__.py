@@ -120,8 +120,9 @@ def tensorrt_graph(
 
     :param tensorrt_version: the version to check against (default: the installed one, else < 11.2).
     """
+    weak_fp16 = config.precision == "fp16" and not config.strongly_typed  # fp32 graph + BuilderFlag.FP16
     onnx_config = OnnxConfig(
-        precision=config.precision, opset=config.opset, fft=config.fft, dynamic=True, simplify=config.simplify,
+        precision="fp32" if weak_fp16 else config.precision, opset=config.opset, fft=config.fft, dynamic=True, simplify=config.simplify,
         rewrites=config.rewrites, provider="cpu",
     )  # fmt: skip
     proto, meta = prepare_graph(model, example, onnx_config)
@@ -129,7 +130,7 @@ def tensorrt_graph(
     input_name = proto.graph.input[0].name
     version = tensorrt_version or _installed_version()
     issues = preflight(proto, "tensorrt", tensorrt_version=version, profile={input_name: tuple(shapes)})
-    meta.update(backend="tensorrt", input_name=input_name, profile=shapes, preflight=[str(i) for i in issues])
+    meta.update(backend="tensorrt", precision=config.precision, input_name=input_name, profile=shapes, preflight=[str(i) for i in issues])
     return proto, issues, meta
 
 
