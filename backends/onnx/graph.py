@@ -74,7 +74,7 @@ class GraphIndex:
             for stale in [v for v in self.graph.value_info if v.name == old]:  # its shape may have changed
                 self.graph.value_info.remove(stale)
             return
-        name = self._fresh(f"{old}_{suffix}")
+        name = self.fresh_name(f"{old}_{suffix}")
         dtype = _dtype_of(self.initializers[old]) if old in self.initializers else value.dtype
         tensor = numpy_helper.from_array(value.astype(dtype), name)
         self.graph.initializer.append(tensor)
@@ -82,8 +82,9 @@ class GraphIndex:
         node.input[slot] = name
         self.consumers[name].append(node)
 
-    def _fresh(self, base: str) -> str:
-        taken = set(self.initializers) | set(self.producer) | {i.name for i in self.graph.input}
+    def fresh_name(self, base: str) -> str:
+        """A tensor name not used in the graph yet, derived from ``base``."""
+        taken = set(self.initializers) | set(self.producer) | set(self.consumers) | {i.name for i in self.graph.input}
         name, k = base, 1
         while name in taken:
             name, k = f"{base}_{k}", k + 1

@@ -9,6 +9,10 @@ checked by running the graph before and after it in ONNX Runtime (:func:`apply_r
 - ``d2s_dcr``: ``Conv -> [channel-wise ops] -> DepthToSpace(mode=CRD)`` (what torch exports for
   ``PixelShuffle``) becomes ``DepthToSpace(mode=DCR)`` by permuting the conv's output channels (and
   any per-channel constants in between). ONNX Runtime's DCR kernel is ~1.8x faster than CRD.
+- ``prelu_to_max``: ``PRelu(x, s)`` with constant slopes all <= 1 becomes ``Max(x, s * x)`` (all >= 1:
+  ``Min``): the same values bit for bit (each output is either ``x`` or ``s * x``), and ONNX Runtime's
+  broadcast Mul + Max run ~3.6x faster than its per-channel PRelu kernel (58 vs 16 ms on
+  1x64x256x256, 2 threads). Runs after ``d2s_dcr``, which looks through a PRelu but not a Mul/Max pair.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "apply_rewrites",
     "crd_to_dcr_permutation",
     "d2s_dcr",
+    "prelu_to_max",
     "max_output_difference",
 ]
 
@@ -254,7 +259,7 @@ def _hoist(graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, act: 
         shape = list(slope.shape)
         shape[-3] = wide.size
         index.replace_initializer(act, 1, wide.reshape(shape), "s2d")
-    inner = index._fresh(f"{act.output[0]}_before_d2s")
+    inner = index.fresh_name(f"{act.output[0]}_before_d2s")
     d2s_out, act_out = d2s.output[0], act.output[0]
     act.input[0] = d2s.input[0]
     act.output[0] = inner
@@ -265,11 +270,38 @@ def _hoist(graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, act: 
         graph.value_info.remove(v)
 
 
+# ------------------------------------------------------------------------------------ prelu_to_max
+
+
+def prelu_to_max(model: onnx.ModelProto) -> int:
+    """Replace each PRelu with constant slopes all <= 1 (or all >= 1) by Mul + Max (Min). Returns the count."""
+    index = GraphIndex(model.graph)
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in model.graph.node:
+        slope = index.constant(node.input[1]) if node.op_type == "PRelu" else None
+        pick = None if slope is None else ("Max" if np.all(slope <= 1) else "Min" if np.all(slope >= 1) else None)
+        if pick is None:  # not a PRelu, a variable slope, mixed slopes (or NaN): kept
+            nodes.append(node)
+            continue
+        x, out, name = node.input[0], node.output[0], node.name or node.output[0]
+        scaled = index.fresh_name(f"{out}_scaled")
+        index.consumers[scaled].append(node)  # reserve the name
+        nodes.append(onnx.helper.make_node("Mul", [x, node.input[1]], [scaled], name=f"{name}_mul"))
+        nodes.append(onnx.helper.make_node(pick, [x, scaled], [out], name=f"{name}_{pick.lower()}"))
+        count += 1
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return count
+
+
 # ------------------------------------------------------------------------------------- driver
 
 REWRITES: dict[str, Callable[[onnx.ModelProto], int]] = {
     "activation_before_d2s": activation_before_d2s,
     "d2s_dcr": d2s_dcr,
+    "prelu_to_max": prelu_to_max,
 }
 
 

@@ -18,7 +18,7 @@ import torch
 from attrs import define
 from torch import nn
 
-from srcompress.backends.onnx import DEFAULT_REWRITES, REWRITES, OnnxConfig, prepare_graph
+from srcompress.backends.onnx import REWRITES, OnnxConfig, prepare_graph
 from srcompress.backends.onnx.preflight import preflight
 from srcompress.backends.tensorrt.engine import MISSING_TENSORRT, NO_GPU, build_engine, require_tensorrt, tensorrt_missing
 from srcompress.backends.tensorrt.runner import TensorRTDeployed, read_engine
@@ -78,8 +78,9 @@ class TensorRTConfig:
     opset: int = option(18, help="ONNX opset of the export.", validator=in_range(17, 21))
     simplify: bool = option(True, help="Constant folding and dead-node removal before parsing.")
     rewrites: tuple[str, ...] = option(
-        DEFAULT_REWRITES, help="Exact SR graph rewrites (see the onnx backend).", converter=_names, validator=_known_rewrites
-    )
+        (), help="Exact SR graph rewrites (see the onnx backend; their gains are measured for ONNX Runtime, "
+        "TensorRT fuses these ops itself).", converter=_names, validator=_known_rewrites,
+    )  # fmt: skip
     min_lr: tuple[int, int] = option((32, 32), help="Smallest LR (height, width) the engine accepts.", converter=_pair)
     opt_lr: tuple[int, int] = option((180, 320), help="LR (height, width) TensorRT tunes for.", converter=_pair)
     max_lr: tuple[int, int] = option((720, 1280), help="Largest LR (height, width) the engine accepts.", converter=_pair)
