@@ -154,8 +154,8 @@ def part_a(runs: int, batches) -> list[str]:
             "fp32 + DCR rewrite": fp32_graph(model, rewrites=True),
             "peer: ORT quantize_static (MinMax)": peer_quantize(fp32, batches),
             "ours: PT2E int8 minmax": ours(model, QuantizeConfig(calibration="minmax"), batches),
-            "ours: PT2E int8 percentile 99.99": ours(model, QuantizeConfig(calibration="percentile"), batches),
-            "ours without PReLU split (minmax)": ours(model, QuantizeConfig(calibration="minmax", split_prelu=False), batches),
+            "ours with PReLU split (percentile 99.99)": ours(model, QuantizeConfig(calibration="percentile", split_prelu=True), batches),
+            "ours with PReLU split (minmax)": ours(model, QuantizeConfig(calibration="minmax", split_prelu=True), batches),
         }
         models = {k: OrtModel(v) for k, v in graphs.items()}
         log(f"(a) {name}: latency")
@@ -174,6 +174,28 @@ def part_a(runs: int, batches) -> list[str]:
                          f"{fmt_q(q)} | {fmt_s(q)} | {i8} | {fl} |")  # fmt: skip
         lines.append("")
     return lines
+
+
+def part_p(runs: int, batches) -> list[str]:
+    """Final defaults (no PReLU split) with percentile calibration vs the peer, both models."""
+    lines = ["## (a') Final default (no PReLU split), percentile calibration, vs the peer", "",
+             "| model | variant | latency ms | vs fp32 | vs peer | PSNR-Y Set5 / Set14 | SSIM-Y Set5 / Set14 |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in ("light_f2srgan", "f2srgan_student"):
+        model = build_model(ModelRef(name=name, scale=4, weights="official")).eval()
+        log(f"(a') {name}: graphs")
+        fp32 = fp32_graph(model, rewrites=False)
+        graphs = {"fp32": fp32, "peer": peer_quantize(fp32, batches),
+                  "ours: int8 percentile 99.99": ours(model, QuantizeConfig(calibration="percentile"), batches)}  # fmt: skip
+        models = {k: OrtModel(v) for k, v in graphs.items()}
+        lat = latencies(models, runs)
+        for key in ("peer", "ours: int8 percentile 99.99"):
+            log(f"(a') {name}: quality {key}")
+            q = quality(models[key])
+            lines.append(f"| {name} | {key} | {lat[key]:.0f} | {lat['fp32'] / lat[key]:.2f}x | {lat['peer'] / lat[key]:.2f}x | "
+                         f"{fmt_q(q)} | {fmt_s(q)} |")  # fmt: skip
+        lines.append(f"| {name} | fp32 | {lat['fp32']:.0f} | 1.00x | {lat['peer'] / lat['fp32']:.2f}x | see (a) | see (a) |")
+    return lines + [""]
 
 
 def part_b(runs: int, batches) -> list[str]:
@@ -265,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for part in args.parts:
-        lines += {"a": lambda: part_a(args.runs, batches), "b": lambda: part_b(args.runs, batches),
+        lines += {"a": lambda: part_a(args.runs, batches), "p": lambda: part_p(args.runs, batches), "b": lambda: part_b(args.runs, batches),
                   "c": lambda: part_c(args.runs, batches, args.qat_steps)}[part]()  # fmt: skip
         out.write_text("\n".join(lines) + "\n")
         log(f"wrote {out}")

@@ -259,3 +259,20 @@ def test_technique_apply_through_the_registry_keeps_hinted_fourier_units_float(d
     hinted = registry.get_model("f2srgan").hints(model).keep_float
     assert hinted and all(name in ctx.notes[0] for name in hinted)
     assert "on 2 batches" in ctx.notes[0]
+
+
+def test_split_prelu_is_exact_and_removes_every_prelu() -> None:
+    from srcompress.plugins.techniques.quantize import explicit_padding, export_for_quantization, split_prelu
+
+    torch.manual_seed(0)
+    model = F2SRGAN(4, F2SRGANOptions(blocks=2, width=16, ffc_blocks=())).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    x = torch.rand(2, 3, 12, 16)
+    graph = export_for_quantization(explicit_padding(model), x)
+    assert split_prelu(graph) == 4  # 2 body PReLUs + 2 upsampler PReLUs (across the pixel shuffle)
+    targets = [n.target for n in graph.graph.nodes if n.op == "call_function"]
+    assert torch.ops.aten.prelu.default not in targets and targets.count(torch.ops.aten.relu.default) == 4
+    torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=0)

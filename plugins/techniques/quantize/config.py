@@ -56,8 +56,9 @@ class QuantizeConfig:
                        validator=in_range(256, 1 << 16))
     keep_float: tuple[str, ...] = option((), help="Module names (fnmatch patterns, e.g. 'upsampler.*') left in "
                                          "float, besides the model's keep_float hints.", converter=_names)
-    split_prelu: bool = option(True, help="Rewrite conv -> [pixel shuffle] -> PReLU as conv(+/-W) -> ReLU -> grouped "
-                               "1x1 conv (exact): ONNX Runtime has no integer PReLU; the rewrite runs it as QLinearConvs.")
+    split_prelu: bool = option(False, help="Rewrite conv -> [pixel shuffle] -> PReLU as conv(+/-W) -> ReLU -> grouped "
+                               "1x1 conv (exact): ONNX Runtime has no integer PReLU, the rewrite runs it as QLinearConvs, but its grouped 1x1 conv is "
+                               "slow in ONNX Runtime: 3.5x slower end to end on the KD student (docs/benchmarks_quantize.md).")
     float_first_last: bool = option(False, help="Keep the first and the last conv of the network in float.")
     freeze_observers_after: int | None = option(None, help="qat: stop updating activation/weight ranges after "
                                                 "this many steps (None: never).", validator=in_range(0, None))
