@@ -13,7 +13,7 @@ Usage (from the repository root; data and weights in ../shared)::
 
     .venv/bin/python benchmarks/light_f2srgan.py --runs 5 --out docs/benchmarks_light_f2srgan.md
     .venv/bin/python benchmarks/light_f2srgan.py --run runs/light_f2srgan --runs 5 \\
-        --out docs/benchmarks_light_f2srgan.md --plot docs/img/light_f2srgan
+        --out docs/benchmarks_light_f2srgan.md --plot docs/img/light_f2srgan.png
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ __all__ = [
     "format_table",
     "main",
     "measure_rows",
+    "write_page",
     "params_used",
     "run_candidates",
 ]
@@ -400,8 +401,11 @@ def check_goals(rows: Sequence[Row], datasets: Sequence[str] = DATASETS) -> list
     return lines
 
 
-def _plot(rows: Sequence[Row], out_dir: Path) -> Path | None:
-    """PSNR vs ONNX Runtime latency, one point per timed row, via srcompress.measure.write_report."""
+def _plot(rows: Sequence[Row], png: Path) -> Path | None:
+    """PSNR vs ONNX Runtime latency, one point per timed row: write_report's plot, copied to ``png``."""
+    import shutil
+    import tempfile
+
     from srcompress.measure import StageRecord, write_report
 
     records = [
@@ -411,7 +415,14 @@ def _plot(rows: Sequence[Row], out_dir: Path) -> Path | None:
     ]
     if not records:
         return None
-    return write_report(out_dir, records, title="Light F2SRGAN benchmark: quality vs ONNX Runtime latency (LR 320x180)")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_report(tmp, records, title="Light F2SRGAN benchmark: quality vs ONNX Runtime latency (LR 320x180)")
+        made = Path(tmp) / "quality_vs_latency.png"
+        if not made.is_file():
+            return None
+        png.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(made, png)
+    return png
 
 
 def _machine() -> str:
@@ -446,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images per set (quick checks)")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown page here (docs/benchmarks_light_f2srgan.md)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    parser.add_argument("--plot", type=Path, default=None, help="folder for write_report's PSNR-vs-latency plot (docs/img/light_f2srgan)")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG file for the PSNR-vs-latency plot (docs/img/light_f2srgan.png)")
     args = parser.parse_args(argv)
     registry = default_registry()
     lr_size = (int(args.lr_size[0]), int(args.lr_size[1]))
@@ -467,8 +478,25 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(_page(rows, table, goals, command, args, metrics, minutes, load_before, plot))
+        write_page(args.out, _page(rows, table, goals, command, args, metrics, minutes, load_before, plot))
     return 0
+
+
+MARK_START, MARK_END = "<!-- light-f2srgan-bench:start -->", "<!-- light-f2srgan-bench:end -->"
+
+
+def write_page(path: Path, generated: str) -> None:
+    """Write ``generated`` between the page's markers, keeping any hand-written text outside them."""
+    block = f"{MARK_START}\n{generated.rstrip()}\n{MARK_END}\n"
+    old = path.read_text() if path.is_file() else ""
+    if MARK_START in old and MARK_END in old:
+        head, rest = old.split(MARK_START, 1)
+        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
+    else:
+        text = "# Light F2SRGAN benchmark (issue 10)\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def _page(rows: Sequence[Row], table: str, goals: Sequence[str], command: str, args: argparse.Namespace,
@@ -476,8 +504,6 @@ def _page(rows: Sequence[Row], table: str, goals: Sequence[str], command: str, a
     lpips_note = ("LPIPS (AlexNet) is reported." if "lpips" in metrics else
                   "LPIPS is not reported: its AlexNet trunk weights are not available offline on this machine (FACTS.md).")
     lines = [
-        "# Light F2SRGAN benchmark (issue 10)",
-        "",
         f"Command: `{command.replace('  ', ' ')}`",
         "",
         f"Machine: {_machine()}; {args.threads} threads for torch and ONNX Runtime; load average "
@@ -508,7 +534,7 @@ def _page(rows: Sequence[Row], table: str, goals: Sequence[str], command: str, a
         "evaluated through ONNX Runtime; their params/MACs are those of the float stage before them.",
     ]
     if plot is not None:
-        lines += [f"- Plot (PSNR vs ONNX Runtime latency, one point per timed row): `{plot.parent / 'quality_vs_latency.png'}`."]
+        lines += [f"- Plot: PSNR vs ONNX Runtime latency, one point per timed row: `{plot}`."]
     if not any(r.label.startswith("ours:") for r in rows):
         lines += ["- No run of `recipes/light_f2srgan.yaml` was given (`--run`): only the anchors are measured, and the "
                   "goal lines give the thresholds this run sets."]
