@@ -55,8 +55,10 @@ def test_cpu_recipe_has_the_issue_pipeline() -> None:
     assert recover.teacher.weights == "official" and recover.student is None
     assert quant.mode == "qat" and quant.dtype == "int8"
     assert [(d.backend, d.config.precision) for d in recipe.deploy] == [("onnx", "int8")]
-    # the 60-minute CPU budget: training steps stay where the comments' estimates put them
-    assert distill.steps + recover.steps + quant.finetune.steps <= 3000
+    assert recover.lr == 1.0e-3  # 2e-4 recovers far too slowly after pruning the upsampler
+    # the 60-minute CPU budget: training at the step rates measured on the shared machine (0.85 and
+    # 0.39 s/step) stays under 35 minutes, leaving the rest for QAT, evaluation and deployment
+    assert distill.steps * 0.85 + recover.steps * 0.39 <= 35 * 60
 
 
 def test_gpu_recipe_uses_the_seed_losses() -> None:
