@@ -71,6 +71,8 @@ def capture_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
     for name, module in model.named_modules():
         found = {}
         for attr in _SHAPE_ATTRS:
+            if isinstance(getattr(type(module), attr, None), property):
+                continue  # derived from the module's tensors or children (e.g. FFC.out_channels)
             value = getattr(module, attr, None)
             if isinstance(value, int) and not isinstance(value, bool):
                 found[attr] = value

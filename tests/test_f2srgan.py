@@ -18,7 +18,7 @@ from srcompress.config import field_help
 from srcompress.errors import CheckpointError
 from srcompress.weights import build_pretrained, extract_state_dict, load_checkpoint_file
 
-ENTRIES = {e.name: e for e in f2.srcompress_models()}
+ENTRIES = {e.name: e for e in f2.srcompress_models() if e.role == "sr"}
 
 
 @pytest.fixture(autouse=True)

@@ -386,15 +386,8 @@ def test_params_target_search() -> None:
         search_ratio(_edsr(), config, params, 0.001, prune=lambda m, r: prune_model(m, config, ratio=r, hints=_hints(m)))
 
 
-_CHECKPOINT_BUG = pytest.mark.xfail(
-    raises=AttributeError, strict=False,
-    reason="srcompress.checkpoint records FFC.out_channels, a read-only property, and cannot set it back on load "
-    "(capture_structure should skip properties)",
-)
-
-
 @pytest.mark.parametrize("trunk", [False, True], ids=["inner", "trunk"])
-@pytest.mark.parametrize("name", [pytest.param("f2srgan", marks=_CHECKPOINT_BUG), "edsr_baseline"])
+@pytest.mark.parametrize("name", ["f2srgan", "edsr_baseline"])
 def test_pruned_checkpoint_reloads_into_fresh_model(tmp_path: Path, name: str, trunk: bool) -> None:
     model = _f2srgan(blocks=2, width=16) if name == "f2srgan" else _edsr()
     prune_model(model, PruneConfig(importance="group_norm", ratio=0.5, prune_trunk=trunk), hints=_hints(model))
