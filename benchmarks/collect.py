@@ -27,12 +27,25 @@ This page is assembled by `python benchmarks/collect.py` from `docs/benchmarks_<
 """
 
 
+def _demoted(text: str) -> str:
+    """A fragment with its own top-level title becomes a section of this page (``#`` -> ``##``)."""
+    lines = text.splitlines()
+    in_code = False
+    has_title = any(line.startswith("# ") for line in lines)
+    out = []
+    for line in lines:
+        if line.startswith("```"):
+            in_code = not in_code
+        out.append("#" + line if has_title and not in_code and line.startswith("#") else line)
+    return "\n".join(out)
+
+
 def render() -> str:
     parts = [HEADER]
     for topic in ORDER:
         fragment = DOCS / f"benchmarks_{topic}.md"
         if fragment.is_file():
-            parts.append(fragment.read_text(encoding="utf-8").strip() + "\n")
+            parts.append(_demoted(fragment.read_text(encoding="utf-8").strip()) + "\n")
     return "\n".join(parts)
 
 
