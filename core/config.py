@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["FieldValueError", "field_help", "in_range", "one_of", "option", "positive"]
+__all__ = ["FieldValueError", "field_help", "in_range", "names", "one_of", "option", "positive"]
 
 _HELP = "srcompress_help"
 _RANGE = "srcompress_range"
@@ -110,3 +110,8 @@ def one_of(choices: Iterable[Any]) -> Callable[..., None]:
             raise ValueError(f"must be {description} (got {value!r})")
 
     return _tagged(check, description)
+
+
+def names(value: Any) -> tuple[str, ...]:
+    """Converter for name-list fields: one name or a sequence of names -> a tuple of names."""
+    return (value,) if isinstance(value, str) else tuple(value)

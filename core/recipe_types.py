@@ -10,15 +10,10 @@ from typing import Any
 
 from attrs import define, field
 
-from srcompress.config import in_range, option
+from srcompress.config import in_range, names, option
 
 __all__ = ["DataConfig", "ModelRef"]
 
-
-def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
 
 
 @define(frozen=True, kw_only=True)
@@ -27,9 +22,9 @@ class DataConfig:
 
     root: str | None = option(None, help="Data root holding datasets by name; default $SRCOMPRESS_DATA, else the cache.")
     train: tuple[str, ...] = option(
-        ("T91", "BSD200"), help="Training sets: dataset names or folders of HR images.", converter=_names
+        ("T91", "BSD200"), help="Training sets: dataset names or folders of HR images.", converter=names
     )
-    eval: tuple[str, ...] = option(("Set5", "Set14"), help="Evaluation sets: dataset names or folders.", converter=_names)
+    eval: tuple[str, ...] = option(("Set5", "Set14"), help="Evaluation sets: dataset names or folders.", converter=names)
     patch: int = option(96, help="HR patch size in pixels (a multiple of the scale).", validator=in_range(8, 1024))
     batch: int = option(16, help="Training batch size (global, over all processes).", validator=in_range(1, 4096))
     workers: int = option(0, help="DataLoader worker processes.", validator=in_range(0, 64))

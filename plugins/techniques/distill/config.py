@@ -6,7 +6,7 @@ from typing import Any
 
 from attrs import define
 
-from srcompress.config import in_range, one_of, option
+from srcompress.config import in_range, names, one_of, option
 from srcompress.recipe_types import ModelRef
 from srcompress.training import LossTerm, TrainConfig
 
@@ -17,11 +17,6 @@ def _terms(_inst: object, _attribute: object, value: tuple[Any, ...]) -> None:
     if not value or not all(isinstance(term, LossTerm) for term in value):
         raise ValueError("must be a non-empty list of loss terms like [{kind: output, weight: 1.0}]")
 
-
-def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
 
 
 @define(frozen=True, kw_only=True)
@@ -51,11 +46,11 @@ class DistillConfig(TrainConfig):
     )
     student_taps: tuple[str, ...] = option(
         (), help="Student modules whose outputs are distilled features (shallow to deep); []: num_taps "
-        "of the student's hinted feature taps.", converter=_names,
+        "of the student's hinted feature taps.", converter=names,
     )
     teacher_taps: tuple[str, ...] = option(
         (), help="Teacher modules paired with student_taps; []: num_taps of the teacher's hinted taps.",
-        converter=_names,
+        converter=names,
     )
     num_taps: int = option(
         4, help="Taps taken from each model's hints when not named: spread evenly, ending at the deepest "

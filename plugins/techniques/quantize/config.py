@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from attrs import define
 
-from srcompress.config import FieldValueError, in_range, one_of, option
+from srcompress.config import FieldValueError, in_range, names, one_of, option
 from srcompress.training import TrainConfig
 
 __all__ = ["CALIBRATIONS", "DTYPES", "MODES", "TARGETS", "QuantizeConfig"]
@@ -16,9 +14,6 @@ DTYPES = ("int8", "fp16", "bf16", "int16")
 TARGETS = ("onnxruntime", "tensorrt")
 CALIBRATIONS = ("minmax", "percentile", "mse", "entropy")
 
-
-def _names(value: Any) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _short_finetune() -> TrainConfig:
@@ -55,7 +50,7 @@ class QuantizeConfig:
     bins: int = option(2048, help="Histogram bins of the percentile, mse and entropy calibrations.",
                        validator=in_range(256, 1 << 16))
     keep_float: tuple[str, ...] = option((), help="Module names (fnmatch patterns, e.g. 'upsampler.*') left in "
-                                         "float, besides the model's keep_float hints.", converter=_names)
+                                         "float, besides the model's keep_float hints.", converter=names)
     split_prelu: bool = option(False, help="Rewrite conv -> [pixel shuffle] -> PReLU as conv(+/-W) -> ReLU -> grouped "
                                "1x1 conv (exact): ONNX Runtime has no integer PReLU, the rewrite runs it as QLinearConvs, but its grouped 1x1 conv is "
                                "slow in ONNX Runtime: 3.5x slower end to end on the KD student (docs/benchmarks_quantize.md).")
