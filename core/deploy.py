@@ -617,16 +617,24 @@ def module_device(model: nn.Module) -> torch.device:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run a block with ``model`` in eval mode, restoring its training flag afterwards."""
+    """Run a block with ``model`` in eval mode, restoring its training flag afterwards.
+
+    Exported GraphModules (torch.export, PT2E) refuse ``eval()``: their ops are already fixed (see
+    torchao's ``move_exported_model_to_eval``), so only their ``training`` flag is cleared.
+    """
     was_training = model.training
+    flag_only = False
     try:
         model.eval()
-    except NotImplementedError:  # exported GraphModules (torch.export / PT2E) refuse train()/eval()
-        was_training = False
+    except NotImplementedError:
+        flag_only = True
+        model.training = False
     try:
         yield
     finally:
-        if was_training:
+        if flag_only:
+            model.training = was_training
+        elif was_training:
             model.train()
 
 

@@ -337,3 +337,27 @@ def test_published_f2srgan_deploys_to_onnx_runtime_in_both_fft_forms(weights_roo
         assert has_dft == (fft == "dft_op")
         assert [r["applied"] for r in deployed.metadata["rewrites"]][:2] == [2, 2]  # two x2 upsampling stages
         assert verify(deployed, model, verification_inputs(example), tolerance=1e-4).max_abs < 1e-4
+
+
+def test_pt2e_quantized_module_deploys_as_int8_qdq() -> None:
+    """A torchao PT2E-converted model (what the quantization plugin hands over) exports to Q/DQ and runs in ORT."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    from srcompress.deploy import verification_inputs, verify
+
+    model = TinySR().eval()
+    dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    graph = torch.export.export(model, (torch.rand(2, 3, 12, 16),), dynamic_shapes=(dims,)).module()
+    prepared = prepare_pt2e(graph, X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config()))
+    for _ in range(4):
+        prepared(torch.rand(1, 3, 12, 16))
+    quantized = move_exported_model_to_eval(convert_pt2e(prepared))
+    deployed = compile_onnx(quantized, torch.rand(1, 3, 12, 16), OnnxConfig(provider="cpu", precision="int8"))
+    assert deployed.metadata["qdq"]["dequantize"] > 0 and depth_to_space_modes(deployed.proto) == ["DCR"]
+    result = verify(deployed, quantized, verification_inputs(torch.rand(1, 3, 12, 16)), tolerance=5e-2)
+    assert 0 < result.max_abs < 1e-2  # vs the fake-quantized torch model
