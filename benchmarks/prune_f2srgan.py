@@ -72,6 +72,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images per set (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks_prune.md")
+    parser.add_argument("--render", action="store_true", help="only redraw --out from its .json (no measuring)")
     return parser.parse_args()
 
 
@@ -135,6 +136,9 @@ def prune_copy(base: nn.Module, hints: Any, importance: str, ratio: float, seed:
 
 def main() -> None:
     args = arguments()
+    if args.render:
+        render_only(args.out)
+        return
     torch.set_num_threads(args.threads)
     started = time.time()
     load_start = os.getloadavg()
@@ -195,14 +199,41 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+_SETTINGS = ("importances", "ratios", "steps", "batch", "patch", "lr", "threads", "runs", "rounds", "limit", "seed")
+
+
 def write(args: argparse.Namespace, costs: dict[str, dict[str, Any]], rows: list[dict[str, Any]], elapsed: float,
           load_start: tuple[float, ...], load_end: tuple[float, ...]) -> None:
+    """Write the Markdown report and, beside it, the raw numbers as JSON (``--render`` redraws from it)."""
     import onnxruntime
 
+    raw = {
+        "settings": {name: getattr(args, name) for name in _SETTINGS},
+        "costs": costs, "rows": rows, "elapsed_s": elapsed, "load": [load_start[0], load_end[0]],
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}, "cpu": _cpu(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
+    text = render(raw, args.out)
+    args.out.write_text(text)
+    print(text)
+
+
+def _best(rows: list[dict[str, Any]], ratio: float, stage: str) -> str:
+    scored = [(sum(r[stage].values()) / len(r[stage]), r["importance"]) for r in rows if r["ratio"] == ratio]
+    top = max(score for score, _name in scored)
+    return "/".join(name for score, name in scored if score >= top - 0.005)
+
+
+def render(raw: dict[str, Any], out: Path) -> str:
+    """The Markdown report of one run's raw numbers."""
+    settings, costs, rows = raw["settings"], raw["costs"], raw["rows"]
     base = costs["unpruned"]
-    header = ("| importance | ratio | inner width | params | GMACs | ORT latency ms (x unpruned) | Set5 pruned | "
-              "Set14 pruned | Set5 fine-tuned | Set14 fine-tuned |")
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| importance | ratio | inner width | params | GMACs | ORT latency ms (x unpruned) | Set5 pruned | "
+        "Set14 pruned | Set5 fine-tuned | Set14 fine-tuned |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         cost = costs[row["arch"]]
         label = "unpruned (control: same fine-tune)" if row["arch"] == "unpruned" else row["importance"]
@@ -212,42 +243,64 @@ def write(args: argparse.Namespace, costs: dict[str, dict[str, Any]], rows: list
             f"{row['pruned']['Set5']:.2f} | {row['pruned']['Set14']:.2f} | "
             f"{row['finetuned']['Set5']:.2f} | {row['finetuned']['Set14']:.2f} |"
         )
-    command = (".venv/bin/python benchmarks/prune_f2srgan.py"
-               f" --importances {' '.join(args.importances)} --ratios {' '.join(f'{r:g}' for r in args.ratios)}"
-               f" --steps {args.steps} --batch {args.batch} --patch {args.patch} --lr {args.lr:g}"
-               f" --threads {args.threads} --runs {args.runs} --rounds {args.rounds}"
-               + (f" --limit {args.limit}" if args.limit else "") + f" --out {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
-    text = f"""## Pruning F2SRGAN x4: importance x ratio of the residual inner width
+    ratios = sorted({r["ratio"] for r in rows if r["arch"] != "unpruned"})
+    best = "; ".join(f"{r:g}: {_best(rows, r, 'pruned')} -> {_best(rows, r, 'finetuned')}" for r in ratios)
+    speed = "; ".join(
+        f"{1 - c['inner'] / base['inner']:g}: {c['macs'] / base['macs']:.2f} -> {c['median_ms'] / base['median_ms']:.2f}"
+        for key, c in costs.items() if key != "unpruned"
+    )
+    out_name = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    command = (
+        ".venv/bin/python benchmarks/prune_f2srgan.py"
+        f" --importances {' '.join(settings['importances'])} --ratios {' '.join(f'{r:g}' for r in settings['ratios'])}"
+        f" --steps {settings['steps']} --batch {settings['batch']} --patch {settings['patch']} --lr {settings['lr']:g}"
+        f" --threads {settings['threads']} --runs {settings['runs']} --rounds {settings['rounds']}"
+        + (f" --limit {settings['limit']}" if settings["limit"] else "") + f" --out {out_name}"
+    )
+    load_start, load_end = raw["load"]
+    return f"""## Pruning F2SRGAN x4: importance x ratio of the residual inner width
 
 Published F2SRGAN x4 (`F2SRGAN_4x.pt`), `prune` stage with `scope: per_layer`, `prune_trunk: false`:
 each residual block's inner width 64 loses the ratio (FFC blocks: the same share of their local and
 global halves); trunk, upsampler and Fourier-unit widths are unchanged. Quality: PSNR-Y on Set5 /
 Set14 x4 (`srcompress.measure.evaluate`: MATLAB-bicubic 8-bit LR, shave 4), right after pruning and
-after a fixed fine-tune of **{args.steps} steps** (batch {args.batch}, HR patches {args.patch}, T91+BSD200, L1, AdamW lr
-{args.lr:g} with cosine decay, seed {args.seed}; the same data order for every row). Latency: ONNX Runtime
-{onnxruntime.__version__} CPU provider, {args.threads} threads, one 320x180 LR image (1280x720 SR), the `onnx`
-backend's graph (FFT-free Fourier units, exact SR rewrites); median of {args.rounds} interleaved rounds x
-{args.runs} runs per model. MACs at 320x180 LR (`count_macs`: convolutions, matmuls, FFTs).
+after a fixed fine-tune of **{settings['steps']} steps** (batch {settings['batch']}, HR patches {settings['patch']}, T91+BSD200, L1,
+AdamW lr {settings['lr']:g} with cosine decay, seed {settings['seed']}; the same patches in the same order for every
+row). Latency: ONNX Runtime {raw['versions']['onnxruntime']} CPU provider, {settings['threads']} threads, one 320x180 LR image
+(1280x720 SR), the `onnx` backend's graph (FFT-free Fourier units, exact SR rewrites); median of
+{settings['rounds']} interleaved rounds x {settings['runs']} runs per model. MACs at 320x180 LR (`count_macs`: convolutions,
+matmuls, FFTs).
 
 {chr(10).join(lines)}
 
 Reading it:
 - With `scope: per_layer` the widths (so params, MACs, latency) depend only on the ratio; the
   criteria differ in which channels go, i.e. in the quality columns.
+- `lamp` and `group_norm` rows are identical by construction: LAMP's normalisation is monotone
+  within a group, so ranking each group on its own (`per_layer`) removes the same channels as the
+  group L2 norm; LAMP only changes the result with `scope: global`.
+- Best criterion per ratio (mean of Set5 and Set14 PSNR, right after pruning -> after fine-tuning):
+  {best}.
+- MACs -> ORT latency, x unpruned: {speed}. Inner-width pruning leaves the trunk and the
+  upsampler (PixelShuffle and PReLU at high resolution, a large share of ONNX Runtime's time per
+  FACTS.md) as they are.
 - The published weights are GAN-trained (perceptual); an L1 fine-tune raises PSNR by itself, which
   the control row (the unpruned model fine-tuned with the same budget) measures. Compare pruned rows
   with the control, and remember PSNR is not perceptual quality (FACTS.md: L1 training makes
   F2SRGAN-like nets blurry; recover textures with the distill/GAN losses of the training core).
-- Latencies come from a shared 2-core machine (load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the
+- Timings come from a shared 2-core machine (load average {load_start:.1f} at the start, {load_end:.1f} at the
   end); compare the ratios within this run, not absolute milliseconds across runs.
 
 Made with: `{command}`
-(torch {torch.__version__}, {_cpu()}, {args.threads} threads, wall time {elapsed / 60:.1f} min).
+({raw['cpu']}, torch {raw['versions']['torch']}, {settings['threads']} threads, wall time {raw['elapsed_s'] / 60:.1f} min;
+raw numbers in `{Path(str(out_name)).with_suffix('.json')}`, redraw with `--render`).
 """
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    raw = {"costs": costs, "rows": rows, "elapsed_s": elapsed, "args": {k: str(v) for k, v in vars(args).items()}}
-    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+
+
+def render_only(path: Path) -> None:
+    raw = json.loads(path.with_suffix(".json").read_text())
+    text = render(raw, path)
+    path.write_text(text)
     print(text)
 
 
