@@ -9,7 +9,6 @@ resumes from the first unfinished stage.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,13 @@ from srcompress.checkpoint import load_stage_model, save_stage_model
 from srcompress.context import StageContext
 from srcompress.errors import SrcompressError, StageError
 from srcompress.models import build_model, model_ref_of, ref_to_mapping, set_model_ref
-from srcompress.recipe_types import ModelRef
 from srcompress.recipe import Recipe, StageSpec, dump_recipe, load_recipe, parse_recipe, recipe_to_mapping
+from srcompress.recipe_types import ModelRef
 from srcompress.registry import Registry, default_registry
 from srcompress.rundir import RunDir, atomic_write_text, fingerprint
 
 __all__ = ["RunResult", "compress", "run"]
 
-log = logging.getLogger("srcompress")
 
 
 @define(kw_only=True)

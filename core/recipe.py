@@ -31,7 +31,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from srcompress.config import FieldValueError, in_range, option
 from srcompress.entries import NoOptions
-from srcompress.errors import RecipeError, SrcompressError, UnknownNameError, suggest
+from srcompress.errors import RecipeError, UnknownNameError, suggest
 from srcompress.recipe_types import DataConfig, ModelRef
 from srcompress.registry import Registry, default_registry
 
@@ -421,12 +421,7 @@ def load_recipe(path: str | Path, *, registry: Registry | None = None) -> Recipe
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError("", f"{path}: cannot read the recipe ({exc})") from None
     data = _read_yaml(text, str(path))
-    try:
-        return parse_recipe(data, registry=registry, default_name=path.stem)
-    except RecipeError as exc:
-        raise RecipeError(exc.path, exc.problem) from None
-    except SrcompressError:
-        raise
+    return parse_recipe(data, registry=registry, default_name=path.stem)
 
 
 # ------------------------------------------------------------------------------------ unstructure
