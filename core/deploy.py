@@ -22,8 +22,7 @@ import os
 import platform
 import statistics
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from torch import nn
 
 from srcompress.entries import BackendEntry, Deployed
 from srcompress.errors import DeployError, suggest
+from srcompress.modes import eval_mode
 
 __all__ = [
     "BenchRow",
@@ -614,28 +614,6 @@ def module_device(model: nn.Module) -> torch.device:
         return tensor.device
     return torch.device("cpu")
 
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run a block with ``model`` in eval mode, restoring its training flag afterwards.
-
-    Exported GraphModules (torch.export, PT2E) refuse ``eval()``: their ops are already fixed (see
-    torchao's ``move_exported_model_to_eval``), so only their ``training`` flag is cleared.
-    """
-    was_training = model.training
-    flag_only = False
-    try:
-        model.eval()
-    except NotImplementedError:
-        flag_only = True
-        model.training = False
-    try:
-        yield
-    finally:
-        if flag_only:
-            model.training = was_training
-        elif was_training:
-            model.train()
 
 
 def _jsonable(value: Any) -> Any:

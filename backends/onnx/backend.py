@@ -20,7 +20,7 @@ from srcompress.backends.onnx.precision import is_fp16, qdq_summary, to_fp16
 from srcompress.backends.onnx.preflight import dynamic_inputs, preflight
 from srcompress.backends.onnx.rewrites import REWRITES, apply_rewrites
 from srcompress.backends.onnx.runtime import OnnxDeployed, make_session, read_metadata, resolve_provider
-from srcompress.config import in_range, one_of, option
+from srcompress.config import in_range, names, one_of, option
 from srcompress.deploy import apply_export_forms, find_export_forms, module_device, package_versions, raise_for_issues
 from srcompress.errors import DeployError
 
@@ -35,9 +35,6 @@ _TARGET = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "tensorrt": "on
 
 Source = nn.Module | onnx.ModelProto | str | os.PathLike
 
-
-def _rewrite_names(value: Any) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _known_rewrites(_inst: Any, _attr: Any, value: tuple[str, ...]) -> None:
@@ -68,7 +65,7 @@ class OnnxConfig:
     rewrites: tuple[str, ...] = option(
         DEFAULT_REWRITES,
         help="Exact SR graph rewrites applied in order, each verified: " + ", ".join(REWRITES) + ".",
-        converter=_rewrite_names,
+        converter=names,
         validator=_known_rewrites,
     )
     provider: str = option(

@@ -22,7 +22,7 @@ from srcompress.backends.onnx import REWRITES, OnnxConfig, prepare_graph
 from srcompress.backends.onnx.preflight import preflight
 from srcompress.backends.tensorrt.engine import MISSING_TENSORRT, NO_GPU, build_engine, require_tensorrt, tensorrt_missing
 from srcompress.backends.tensorrt.runner import TensorRTDeployed, read_engine
-from srcompress.config import in_range, one_of, option
+from srcompress.config import in_range, names, one_of, option
 from srcompress.deploy import Issue, raise_for_issues
 from srcompress.entries import BackendEntry
 from srcompress.errors import DeployError
@@ -50,9 +50,6 @@ def _pair(value: Any) -> tuple[int, int]:
     return (int(value[0]), int(value[1]))
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
-
 
 def _known_rewrites(_inst: Any, _attr: Any, value: tuple[str, ...]) -> None:
     unknown = [v for v in value if v not in REWRITES]
@@ -79,7 +76,7 @@ class TensorRTConfig:
     simplify: bool = option(True, help="Constant folding and dead-node removal before parsing.")
     rewrites: tuple[str, ...] = option(
         (), help="Exact SR graph rewrites (see the onnx backend; their gains are measured for ONNX Runtime, "
-        "TensorRT fuses these ops itself).", converter=_names, validator=_known_rewrites,
+        "TensorRT fuses these ops itself).", converter=names, validator=_known_rewrites,
     )  # fmt: skip
     min_lr: tuple[int, int] = option((32, 32), help="Smallest LR (height, width) the engine accepts.", converter=_pair)
     opt_lr: tuple[int, int] = option((180, 320), help="LR (height, width) TensorRT tunes for.", converter=_pair)
