@@ -71,6 +71,8 @@ class Registry:
         self.disabled = set(disabled) | set(_env_list("SRCOMPRESS_DISABLE_PLUGINS"))
         for name in self.disabled:
             self.pm.set_blocked(name)
+        # historic: every plugin registered from now on receives this call (pytest_addhooks' contract)
+        self.pm.hook.srcompress_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
         self._tables: dict[str, dict[str, Any]] | None = None
         if autoload is None:
             autoload = os.environ.get("SRCOMPRESS_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")

@@ -113,3 +113,29 @@ def test_observer_hooks_follow_a_plugin(third_party: Path) -> None:
     registry.register(Logger(), "logger")
     registry.hook.srcompress_stage_start(index=0, stage=None, resumed=False)
     assert seen == ["start 0 False"]
+
+
+def test_addhooks_is_called_for_every_plugin_registered() -> None:
+    import pluggy
+
+    from srcompress import hookimpl, hookspec
+
+    class ExtraSpec:
+        @hookspec
+        def srcompress_extra_things(self) -> list[str]:
+            """A hook a technique plugin declares for its own extension point."""
+
+    class Declares:
+        @hookimpl
+        def srcompress_addhooks(self, pluginmanager: pluggy.PluginManager) -> None:
+            pluginmanager.add_hookspecs(ExtraSpec)
+
+    class Implements:
+        @hookimpl
+        def srcompress_extra_things(self) -> list[str]:
+            return ["thing"]
+
+    registry = Registry(autoload=False)
+    registry.register(Declares(), "declares")
+    registry.register(Implements(), "implements")
+    assert registry.hook.srcompress_extra_things() == [["thing"]]
