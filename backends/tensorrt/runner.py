@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from srcompress.backends.tensorrt.engine import make_logger, require_tensorrt
@@ -114,15 +112,7 @@ class TensorRTDeployed:
                 end.record(stream)
                 end.synchronize()
                 times.append(float(start.elapsed_time(end)))
-        return LatencyStats(
-            median_ms=statistics.median(times),
-            p90_ms=float(np.percentile(times, 90)),
-            mean_ms=statistics.fmean(times),
-            min_ms=min(times),
-            runs=runs,
-            threads=None,
-            times_ms=tuple(times),
-        )
+        return LatencyStats.from_times(times)
 
     # --------------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -147,6 +147,19 @@ class LatencyStats:
     threads: int | None = None
     times_ms: tuple[float, ...] = field(factory=tuple, repr=False)
 
+    @classmethod
+    def from_times(cls, times: Sequence[float], *, threads: int | None = None) -> LatencyStats:
+        """Summary of timed calls in milliseconds (any timer: wall clock, CUDA events)."""
+        return cls(
+            median_ms=statistics.median(times),
+            p90_ms=float(np.percentile(times, 90)),
+            mean_ms=statistics.fmean(times),
+            min_ms=min(times),
+            runs=len(times),
+            threads=threads,
+            times_ms=tuple(times),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (without the individual times)."""
         return {
@@ -202,12 +215,4 @@ def measure_latency(
             times.append((time.perf_counter() - start) * 1000.0)
     finally:
         torch.set_num_threads(previous)
-    return LatencyStats(
-        median_ms=statistics.median(times),
-        p90_ms=float(np.percentile(times, 90)),
-        mean_ms=statistics.fmean(times),
-        min_ms=min(times),
-        runs=runs,
-        threads=threads,
-        times_ms=tuple(times),
-    )
+    return LatencyStats.from_times(times, threads=threads)
