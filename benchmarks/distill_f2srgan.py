@@ -44,7 +44,14 @@ from srcompress.data import bicubic_downscale, modcrop, resolve_dataset  # noqa:
 from srcompress.measure import psnr  # noqa: E402
 from srcompress.models import build_model  # noqa: E402
 from srcompress.plugins.models.f2srgan import DiscriminatorOptions, F2SRGANDiscriminator, F2SRGANOptions  # noqa: E402
-from srcompress.plugins.techniques.distill import AFDConfig, ATConfig, DistillConfig, OutputConfig, apply  # noqa: E402
+from srcompress.plugins.techniques.distill import (  # noqa: E402
+    AFDConfig,
+    ATConfig,
+    DistillConfig,
+    FrequencyConfig,
+    OutputConfig,
+    apply,
+)
 from srcompress.recipe_types import DataConfig, ModelRef  # noqa: E402
 from srcompress.training import GANConfig, LossTerm  # noqa: E402
 
@@ -78,6 +85,9 @@ def variants(args: argparse.Namespace) -> dict[str, list[Phase]]:
     at = LossTerm(kind="at", weight=args.at_weight, options=ATConfig(p=2.0))
     afd = LossTerm(kind="afd", weight=args.afd_weight, options=AFDConfig(qk_dim=128))
 
+    amplitude = LossTerm(kind="frequency", weight=args.amplitude_weight, options=FrequencyConfig(mode="amplitude"))
+    focal = LossTerm(kind="frequency", weight=args.focal_weight, options=FrequencyConfig(mode="focal", alpha=1.0))
+
     def gan(weight: float) -> LossTerm:
         return LossTerm(kind="gan", weight=weight, options=GANConfig(flavor="relativistic_paired"))
 
@@ -89,6 +99,9 @@ def variants(args: argparse.Namespace) -> dict[str, list[Phase]]:
         f"output+afd+gan ({args.early_gan_weight:g}, from step 0)": [((output, afd, gan(args.early_gan_weight)), args.steps)],
         f"output+afd, then +gan ({args.gan_weight:g}, last {args.gan_steps} steps)": [
             ((output, afd), late), ((output, afd, gan(args.gan_weight)), args.gan_steps)],
+        f"output+amplitude ({args.amplitude_weight:g})": [((output, amplitude), args.steps)],
+        f"output+at+amplitude ({args.amplitude_weight:g})": [((output, at, amplitude), args.steps)],
+        f"output+focal ({args.focal_weight:g})": [((output, focal), args.steps)],
     }
 
 
@@ -195,6 +208,10 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--at-weight", type=float, default=100.0)
     parser.add_argument("--afd-weight", type=float, default=200.0)
+    parser.add_argument("--amplitude-weight", type=float, default=2.0,
+                        help="Weight of the amplitude-spectrum term (frequency loss, mode amplitude).")
+    parser.add_argument("--focal-weight", type=float, default=50.0,
+                        help="Weight of the focal frequency term (frequency loss, mode focal).")
     parser.add_argument("--gan-weight", type=float, default=0.01, help="GAN weight of the late-GAN variant.")
     parser.add_argument("--gan-steps", type=int, default=100, help="Last steps of the late-GAN variant that add the GAN term.")
     parser.add_argument("--early-gan-weight", type=float, default=0.1, help="GAN weight of the GAN-from-step-0 variant.")

@@ -18,6 +18,8 @@ from srcompress.plugins.techniques.distill import (
     ATLoss,
     DistillBatch,
     FeatureLoss,
+    FrequencyConfig,
+    FrequencyLoss,
     GradATConfig,
     GradATLoss,
     KLConfig,
@@ -66,6 +68,32 @@ def test_output_l1_to_teacher_and_mixed_with_hr() -> None:
     assert mixed.item() == pytest.approx(0.75 * 0.3 + 0.25 * 1.0)
     mse = OutputLoss(OutputConfig(distance="mse"))(_inputs(sr, hr, teacher_sr=teacher))
     assert mse.item() == pytest.approx((0.25 + 0.01) / 2)
+
+
+# ------------------------------------------------------------------------------------- frequency
+def test_focal_frequency_loss_by_hand() -> None:
+    # Orthonormal DFT of [1, 2] over 1x2 pixels: [3, -1] / sqrt(2); power [4.5, 0.5].
+    sr, teacher = _img(1.0, 2.0), _img(0.0, 0.0)
+    plain = FrequencyLoss(FrequencyConfig(alpha=0.0))(_inputs(sr, teacher_sr=teacher))
+    assert plain.item() == pytest.approx((1.0 + 4.0) / 2)  # Parseval: alpha 0 is the pixel MSE
+    # alpha 1: weights |diff| / max = [1, 1/3]
+    focal = FrequencyLoss(FrequencyConfig(alpha=1.0))(_inputs(sr, teacher_sr=teacher))
+    assert focal.item() == pytest.approx((4.5 + 0.5 / 3) / 2)
+
+
+def test_amplitude_loss_ignores_phase_and_mixes_hr() -> None:
+    sr, mirrored, hr = _img(1.0, 2.0), _img(2.0, 1.0), _img(0.0, 0.0)
+    loss = FrequencyLoss(FrequencyConfig(mode="amplitude"))
+    assert loss(_inputs(sr, teacher_sr=mirrored)).item() == pytest.approx(0.0, abs=1e-12)
+    mixed = FrequencyLoss(FrequencyConfig(mode="amplitude", hr_weight=0.5))(_inputs(sr, hr, teacher_sr=mirrored))
+    # to HR (all zero): amplitudes [3, 1] / sqrt(2), mean 2 / sqrt(2)
+    assert mixed.item() == pytest.approx(0.5 * 2 / math.sqrt(2.0))
+
+
+def test_frequency_loss_gradient_reaches_the_student() -> None:
+    sr = torch.rand(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    FrequencyLoss()(_inputs(sr, teacher_sr=torch.rand(1, 3, 4, 4, dtype=torch.float64))).backward()
+    assert sr.grad is not None and sr.grad.abs().sum().item() > 0
 
 
 def test_distillation_loss_outside_a_distill_stage_says_so() -> None:

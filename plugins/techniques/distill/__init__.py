@@ -1,7 +1,7 @@
 """Distillation plugin: the ``distill`` technique and its loss terms.
 
-Registers the technique ``distill`` (:class:`DistillConfig`) and the losses ``output``, ``feature``,
-``at``, ``at_grad``, ``afd`` and ``kl`` (usable only inside a distill stage, beside the training
+Registers the technique ``distill`` (:class:`DistillConfig`) and the losses ``output``, ``frequency``,
+``feature``, ``at``, ``at_grad``, ``afd`` and ``kl`` (usable only inside a distill stage, beside the training
 core's ``l1``, ``vgg``, ``gan``, ``tv``). A third-party distillation loss subclasses
 :class:`DistillationLoss`, reads :class:`DistillBatch` from ``inputs.extras["distill"]`` and is
 registered with a :class:`srcompress.LossEntry` from its own plugin's ``srcompress_losses``.
@@ -24,6 +24,8 @@ from .losses import (
     DistillBatch,
     FeatureConfig,
     FeatureLoss,
+    FrequencyConfig,
+    FrequencyLoss,
     GradATConfig,
     GradATLoss,
     KLConfig,
@@ -49,6 +51,8 @@ __all__ = [
     "FeatureConfig",
     "FeatureLoss",
     "FeatureTaps",
+    "FrequencyConfig",
+    "FrequencyLoss",
     "GradATConfig",
     "GradATLoss",
     "KLConfig",
@@ -83,6 +87,8 @@ def srcompress_losses() -> list[LossEntry]:
     return [
         LossEntry(name="output", config_cls=OutputConfig, build=OutputLoss,
                   description="Distillation: L1/MSE to the teacher's output (optionally mixed with HR)."),
+        LossEntry(name="frequency", config_cls=FrequencyConfig, build=FrequencyLoss,
+                  description="Distillation: the output's spectrum to the teacher's (focal frequency loss or amplitude L1)."),
         LossEntry(name="feature", config_cls=FeatureConfig, build=FeatureLoss,
                   description="Distillation: hint loss on paired feature taps with learned 1x1 adapters."),
         LossEntry(name="at", config_cls=ATConfig, build=ATLoss,

@@ -1,4 +1,4 @@
-"""Distillation losses: output KD, hint (feature) loss, attention transfer (activation and gradient),
+"""Distillation losses: output KD, frequency (spectrum) KD, hint (feature) loss, attention transfer (activation and gradient),
 attention-based feature distillation (AFD) and the softened-output KL of the released Light F2SRGAN.
 
 Each loss maps :class:`srcompress.training.LossInputs` to a scalar like every loss of the training
@@ -34,14 +34,18 @@ __all__ = [
     "DistillationLoss",
     "FeatureConfig",
     "FeatureLoss",
+    "FrequencyConfig",
+    "FrequencyLoss",
     "GradATConfig",
     "GradATLoss",
     "KLConfig",
     "KLLoss",
     "OutputConfig",
     "OutputLoss",
+    "amplitude_distance",
     "attention_map",
     "distill_batch",
+    "focal_frequency_distance",
 ]
 
 DISTILL_KEY = "distill"
@@ -150,6 +154,85 @@ class OutputLoss(DistillationLoss):
         if self.hr_weight:
             loss = (1.0 - self.hr_weight) * loss + self.hr_weight * _distance(self.distance, inputs.sr, inputs.hr)
         return loss
+
+
+# -------------------------------------------------------------------------------------------------
+# frequency: the student's spectrum to the teacher's (focal frequency loss, or amplitude only)
+# -------------------------------------------------------------------------------------------------
+
+
+@define(frozen=True, kw_only=True)
+class FrequencyConfig:
+    """Options of the frequency-domain distillation loss."""
+
+    mode: str = option(
+        "focal",
+        help="focal: focal frequency loss (Jiang et al., ICCV 2021) on the complex spectra; amplitude: "
+        "L1 between the amplitude spectra (phase-free: rewards the teacher's high-frequency energy, "
+        "not its exact pixels).",
+        validator=one_of(("focal", "amplitude")),
+    )
+    alpha: float = option(1.0, help="focal only: spectrum weight |F_s - F_t|^alpha, scaled to [0, 1] per "
+                          "image and channel (0: plain squared spectrum distance).", validator=in_range(0.0, 4.0))
+    hr_weight: float = option(
+        0.0, help="Mix with the HR spectrum: (1 - hr_weight) * d(sr, teacher) + hr_weight * d(sr, hr).",
+        validator=in_range(0.0, 1.0),
+    )
+
+
+def focal_frequency_distance(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Focal frequency loss: ``mean(w * |F(a) - F(b)|^2)``, ``F`` the orthonormal 2-D FFT per channel.
+
+    ``w = |F(a) - F(b)|^alpha / max`` per image and channel, without gradient (the paper's
+    "spectrum weight matrix"): frequencies the student gets most wrong weigh most. With
+    ``alpha = 0`` it equals the pixel MSE (Parseval). (N, C, H, W) -> scalar.
+    """
+    diff = torch.fft.fft2(a, norm="ortho") - torch.fft.fft2(b, norm="ortho")
+    power = diff.real.square() + diff.imag.square()
+    if alpha == 0:
+        return power.mean()
+    weight = power.detach().sqrt().pow(alpha)
+    weight = weight / weight.flatten(2).amax(dim=2).clamp_min(1e-12)[..., None, None]
+    return (weight * power).mean()
+
+
+def amplitude_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the orthonormal 2-D amplitude spectra, per channel. -> scalar."""
+    return (torch.fft.fft2(a, norm="ortho").abs() - torch.fft.fft2(b, norm="ortho").abs()).abs().mean()
+
+
+class FrequencyLoss(DistillationLoss):
+    """The student's image spectrum to the teacher's: focal frequency loss or amplitude L1.
+
+    Pixel losses average away the teacher's textures (small, high-frequency, hard to place exactly);
+    in the spectrum every frequency counts on its own, and the amplitude mode does not ask for the
+    exact phase at all.
+    """
+
+    name = "frequency"
+
+    def __init__(self, config: FrequencyConfig | None = None) -> None:
+        super().__init__()
+        config = config or FrequencyConfig()
+        self.mode, self.alpha, self.hr_weight = config.mode, config.alpha, config.hr_weight
+
+    def _distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.mode == "amplitude":
+            return amplitude_distance(a, b)
+        return focal_frequency_distance(a, b, self.alpha)
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        batch = distill_batch(inputs, self.name)
+        sr = _fft_ready(inputs.sr)
+        loss = self._distance(sr, _fft_ready(batch.teacher_sr))
+        if self.hr_weight:
+            loss = (1.0 - self.hr_weight) * loss + self.hr_weight * self._distance(sr, _fft_ready(inputs.hr))
+        return loss
+
+
+def _fft_ready(x: torch.Tensor) -> torch.Tensor:
+    """float32 or float64 as given; half precision (no CPU FFT kernel, poor accuracy) to float32."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 # -------------------------------------------------------------------------------------------------
