@@ -1,6 +1,7 @@
 """Quantization benchmark: our PT2E INT8 vs ONNX Runtime's quantize_static vs fp32, on ONNX Runtime CPU.
 
-Writes docs/benchmarks_quantize.md. Every latency in one table is measured in the same run, the
+Writes its tables into docs/benchmarks_quantize.md, between ``<!-- quantize-<parts>:start/end -->``
+comments (the analysis around them is kept). Every latency in one table is measured in the same run, the
 sessions interleaved (the machine is shared: compare ratios, not absolute times).
 
     .venv/bin/python benchmarks/quantize.py              # (a) peer comparison, (b) F2SRGAN PTQ, (c) QAT
@@ -153,9 +154,9 @@ def part_a(runs: int, batches) -> list[str]:
             "fp32": fp32,
             "fp32 + DCR rewrite": fp32_graph(model, rewrites=True),
             "peer: ORT quantize_static (MinMax)": peer_quantize(fp32, batches),
-            "ours: PT2E int8 minmax": ours(model, QuantizeConfig(calibration="minmax"), batches),
-            "ours with PReLU split (percentile 99.99)": ours(model, QuantizeConfig(calibration="percentile", split_prelu=True), batches),
-            "ours with PReLU split (minmax)": ours(model, QuantizeConfig(calibration="minmax", split_prelu=True), batches),
+            "ours without the PReLU fold (minmax)": ours(model, QuantizeConfig(calibration="minmax", split_prelu=False), batches),
+            "ours: PReLU folded (minmax)": ours(model, QuantizeConfig(calibration="minmax"), batches),
+            "ours: PReLU folded (percentile 99.99)": ours(model, QuantizeConfig(calibration="percentile"), batches),
         }
         models = {k: OrtModel(v) for k, v in graphs.items()}
         log(f"(a) {name}: latency")
@@ -174,28 +175,6 @@ def part_a(runs: int, batches) -> list[str]:
                          f"{fmt_q(q)} | {fmt_s(q)} | {i8} | {fl} |")  # fmt: skip
         lines.append("")
     return lines
-
-
-def part_p(runs: int, batches) -> list[str]:
-    """Final defaults (no PReLU split) with percentile calibration vs the peer, both models."""
-    lines = ["## (a') Final default (no PReLU split), percentile calibration, vs the peer", "",
-             "| model | variant | latency ms | vs fp32 | vs peer | PSNR-Y Set5 / Set14 | SSIM-Y Set5 / Set14 |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name in ("light_f2srgan", "f2srgan_student"):
-        model = build_model(ModelRef(name=name, scale=4, weights="official")).eval()
-        log(f"(a') {name}: graphs")
-        fp32 = fp32_graph(model, rewrites=False)
-        graphs = {"fp32": fp32, "peer": peer_quantize(fp32, batches),
-                  "ours: int8 percentile 99.99": ours(model, QuantizeConfig(calibration="percentile"), batches)}  # fmt: skip
-        models = {k: OrtModel(v) for k, v in graphs.items()}
-        lat = latencies(models, runs)
-        for key in ("peer", "ours: int8 percentile 99.99"):
-            log(f"(a') {name}: quality {key}")
-            q = quality(models[key])
-            lines.append(f"| {name} | {key} | {lat[key]:.0f} | {lat['fp32'] / lat[key]:.2f}x | {lat['peer'] / lat[key]:.2f}x | "
-                         f"{fmt_q(q)} | {fmt_s(q)} |")  # fmt: skip
-        lines.append(f"| {name} | fp32 | {lat['fp32']:.0f} | 1.00x | {lat['peer'] / lat['fp32']:.2f}x | see (a) | see (a) |")
-    return lines + [""]
 
 
 def part_b(runs: int, batches) -> list[str]:
@@ -283,15 +262,28 @@ def main(argv: list[str] | None = None) -> int:
               f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
               f"Calibration (peer and ours): the same {args.calib} batches of 4 T91 LR patches (32x32).", ""]  # fmt: skip
     batches = calib_batches(args.calib)
-    lines = list(header)
+    lines = list(header[2:])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for part in args.parts:
-        lines += {"a": lambda: part_a(args.runs, batches), "p": lambda: part_p(args.runs, batches), "b": lambda: part_b(args.runs, batches),
+        lines += {"a": lambda: part_a(args.runs, batches), "b": lambda: part_b(args.runs, batches),
                   "c": lambda: part_c(args.runs, batches, args.qat_steps)}[part]()  # fmt: skip
-        out.write_text("\n".join(lines) + "\n")
+        write_tables(out, header[:2], lines, f"quantize-{args.parts}")
         log(f"wrote {out}")
     return 0
+
+
+def write_tables(out: Path, title: list[str], lines: list[str], marker: str) -> None:
+    """Put ``lines`` between the ``<!-- marker:start/end -->`` comments of ``out``, keeping the prose around
+    them (the analysis written from earlier runs); a new file, or one without the markers, gets them appended."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    block = "\n".join([start, *lines, end])
+    text = out.read_text() if out.exists() else "\n".join(title) + "\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -276,3 +276,29 @@ def test_split_prelu_is_exact_and_removes_every_prelu() -> None:
     targets = [n.target for n in graph.graph.nodes if n.op == "call_function"]
     assert torch.ops.aten.prelu.default not in targets and targets.count(torch.ops.aten.relu.default) == 4
     torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=0)
+    # every PReLU feeds a separable conv: the +/- mix is folded into it, no grouped 2-channel conv is left
+    groups = [(n.args[6] if len(n.args) > 6 else 1, tuple(n.args[1].meta["val"].shape)) for n in graph.graph.nodes
+              if n.target == torch.ops.aten.conv2d.default]
+    doubled_depthwise = [g for g, shape in groups if shape[1] == 1 and g == shape[0] == 32]
+    assert len(doubled_depthwise) == 4 and all(shape[1] == 1 or g == 1 for g, shape in groups)
+
+
+def test_split_prelu_falls_back_to_the_mix_conv_when_a_consumer_is_not_a_conv() -> None:
+    from srcompress.plugins.techniques.quantize import export_for_quantization, split_prelu
+
+    class ConvPReLUAdd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.PReLU(4, init=0.3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.act(self.conv(x))
+            return z + z.mean()
+
+    torch.manual_seed(0)
+    model, x = ConvPReLUAdd().eval(), torch.rand(1, 3, 6, 6)
+    graph = export_for_quantization(model, x)
+    assert split_prelu(graph) == 1
+    grouped = [n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default and n.args[6:7] == (4,)]
+    assert len(grouped) == 1  # the 1x1 mix conv, groups = 4 channels
+    torch.testing.assert_close(graph(x), model(x), atol=1e-6, rtol=0)

@@ -51,9 +51,12 @@ class QuantizeConfig:
                        validator=in_range(256, 1 << 16))
     keep_float: tuple[str, ...] = option((), help="Module names (fnmatch patterns, e.g. 'upsampler.*') left in "
                                          "float, besides the model's keep_float hints.", converter=names)
-    split_prelu: bool = option(False, help="Rewrite conv -> [pixel shuffle] -> PReLU as conv(+/-W) -> ReLU -> grouped "
-                               "1x1 conv (exact): ONNX Runtime has no integer PReLU, the rewrite runs it as QLinearConvs, but its grouped 1x1 conv is "
-                               "slow in ONNX Runtime: 3.5x slower end to end on the KD student (docs/benchmarks_quantize.md).")
+    split_prelu: bool | None = option(
+        None, help="Rewrite conv -> [pixel shuffle] -> PReLU exactly as conv(+/-W) -> ReLU, the slopes folded into "
+        "the next convs (ONNX Runtime has no integer PReLU; this runs it inside QLinearConvs: 1.2-1.4x faster "
+        "on the KD student and Light F2SRGAN, docs/benchmarks_quantize.md). null: on for target onnxruntime, off "
+        "for tensorrt (which fuses PReLU itself).",
+    )
     float_first_last: bool = option(False, help="Keep the first and the last conv of the network in float.")
     freeze_observers_after: int | None = option(None, help="qat: stop updating activation/weight ranges after "
                                                 "this many steps (None: never).", validator=in_range(0, None))
@@ -67,6 +70,11 @@ class QuantizeConfig:
             raise FieldValueError("mode", f"qat needs an integer dtype (int8 or int16), not {self.dtype}")
         if self.dtype == "int16" and self.target == "tensorrt":
             raise FieldValueError("dtype", "TensorRT has no int16 Q/DQ; use int8 for target tensorrt")
+
+    @property
+    def splits_prelu(self) -> bool:
+        """Whether the PReLU rewrite runs: ``split_prelu``, or by default for target onnxruntime only."""
+        return self.target == "onnxruntime" if self.split_prelu is None else self.split_prelu
 
     @property
     def integer(self) -> bool:

@@ -9,8 +9,18 @@ PRelu in float between DequantizeLinear and QuantizeLinear, at full resolution i
     ==> conv(x, [W; -W], [b; -b]) -> relu -> conv1x1(groups=C, weights [1, -a]) [-> pixel_shuffle(r)]
 
 (a pixel shuffle in between is crossed by repeating each slope r*r times). The conv + relu fuse
-into one ``QLinearConv`` (the relu is absorbed by the uint8 output's zero point) and the grouped
-1x1 conv is a cheap ``QLinearConv``: PRelu disappears from the float part of the graph.
+into one ``QLinearConv`` (the relu is absorbed by the uint8 output's zero point): PRelu disappears
+from the float part of the graph. ONNX Runtime's grouped ``QLinearConv`` with 2 channels per group
+is slow, though, so where every consumer of the PRelu is a conv (dense, or depthwise as in
+separable convs) the mix is folded into the consumers instead and no grouped conv is left::
+
+    ==> conv(x, [W; -W], [b; -b]) -> relu [-> pixel_shuffle(r)] -> z2 = [relu(z); relu(-z)]
+        consumer conv(z2, [K, -a * K]) (dense: along the input channels; depthwise: 2C groups,
+        bias [c; 0])
+
+Zero padding of the consumer commutes (prelu(0) = relu(0) = 0). The folded form doubles the
+channels between the two convs: it pays off where PRelu costs more in float than the extra
+integer MACs (the KD student and Light F2SRGAN on ONNX Runtime CPU; docs/benchmarks_quantize.md).
 """
 
 from __future__ import annotations
@@ -85,7 +95,11 @@ def split_prelu(gm: GraphModule) -> int:
         if found is None:
             continue
         conv, shuffle, slopes = found
-        _rewrite(gm, prelu, conv, shuffle, slopes)
+        consumers = _foldable_consumers(gm, prelu)
+        if consumers is not None:
+            _rewrite_folded(gm, prelu, conv, shuffle, consumers)
+        else:
+            _rewrite(gm, prelu, conv, shuffle, slopes)
         count += 1
     if count:
         gm.graph.eliminate_dead_code()
@@ -128,3 +142,122 @@ def _rewrite(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | None, slo
     prelu.replace_all_uses_with(prelu.args[0])
     graph.erase_node(prelu)
     graph.erase_node(conv)
+
+
+def _conv_params(node: Node) -> tuple[tuple[object, object, object], int]:
+    defaults = ([1, 1], [0, 0], [1, 1])
+    given = tuple(node.args[3:6])
+    stride_padding_dilation = (given + defaults[len(given):])[:3]
+    groups = int(node.args[6]) if len(node.args) > 6 else 1
+    return stride_padding_dilation, groups  # type: ignore[return-value]
+
+
+def _foldable_consumers(gm: GraphModule, prelu: Node) -> list[Node] | None:
+    """The PRelu's users when every one is a dense or depthwise conv reading it as input (else None)."""
+    channels = prelu.meta["val"].shape[1]
+    users = list(prelu.users)
+    for user in users:
+        if user.target != _aten.conv2d.default or user.args[0] is not prelu or prelu in user.args[1:]:
+            return None
+        weight = _attr(gm, user.args[1])
+        if weight is None or len(user.args[1].users) != 1:
+            return None
+        if len(user.args) > 2 and user.args[2] is not None and _attr(gm, user.args[2]) is None:
+            return None
+        _, groups = _conv_params(user)
+        depthwise = groups == channels and weight.shape[0] == channels and weight.shape[1] == 1
+        if groups != 1 and not (depthwise and _dense_reader(gm, user) is not None):
+            return None
+    return users or None
+
+
+def _dense_reader(gm: GraphModule, depthwise: Node) -> Node | None:
+    """The single dense conv reading ``depthwise`` (a separable conv's pointwise half), else None."""
+    users = list(depthwise.users)
+    if len(users) != 1:
+        return None
+    reader = users[0]
+    if reader.target != _aten.conv2d.default or reader.args[0] is not depthwise or depthwise in reader.args[1:]:
+        return None
+    weight = _attr(gm, reader.args[1])
+    if weight is None or len(reader.args[1].users) != 1 or _conv_params(reader)[1] != 1:
+        return None
+    return reader
+
+
+def _slopes(gm: GraphModule, prelu: Node) -> torch.Tensor:
+    slope = _attr(gm, prelu.args[1])
+    assert slope is not None
+    return slope.detach().reshape(-1).expand(prelu.meta["val"].shape[1])
+
+
+def _attr_node(gm: GraphModule, like: Node, base: str, value: torch.Tensor) -> Node:
+    node = gm.graph.get_attr(_new_attr(gm, base, value))
+    node.meta["val"] = like.meta["val"].fake_mode.from_tensor(value)
+    return node
+
+
+def _rewrite_folded(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | None, consumers: list[Node]) -> None:
+    """The folded form of the module doc: [W; -W] producer + relu, the slopes moved into the consumers."""
+    graph, slopes = gm.graph, _slopes(gm, prelu)
+    weight = _attr(gm, conv.args[1])
+    bias = _attr(gm, conv.args[2]) if len(conv.args) > 2 and conv.args[2] is not None else None
+    (stride, padding, dilation), _ = _conv_params(conv)
+    x = conv.args[0]
+    w2 = torch.cat([weight, -weight])
+    b2 = torch.cat([bias, -bias]) if bias is not None else None
+    with graph.inserting_before(conv):
+        w_node = _attr_node(gm, conv, conv.args[1].target, w2)
+        b_node = _attr_node(gm, conv, conv.args[2].target, b2) if b2 is not None else None
+        doubled = graph.call_function(_aten.conv2d.default, (x, w_node, b_node, stride, padding, dilation, 1))
+        relu = graph.call_function(_aten.relu.default, (doubled,))
+        out = graph.call_function(_aten.pixel_shuffle.default, (relu, shuffle.args[1])) if shuffle is not None else relu
+    for node, meta_from in ((doubled, conv), (relu, prelu), (out, shuffle or prelu)):
+        node.meta.update({k: v for k, v in meta_from.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")})
+    doubled.meta["val"] = _fake(gm, conv, _aten.conv2d.default, x, w2, b2, stride, padding, dilation, 1)
+    relu.meta["val"] = _fake(gm, conv, _aten.relu.default, doubled)
+    if shuffle is not None:
+        out.meta["val"] = _fake(gm, conv, _aten.pixel_shuffle.default, relu, shuffle.args[1])
+    for consumer in consumers:
+        _fold_into_consumer(gm, consumer, out, slopes)
+    graph.erase_node(prelu)
+    if shuffle is not None:
+        graph.erase_node(shuffle)
+    graph.erase_node(conv)
+
+
+def _fold_into_consumer(gm: GraphModule, consumer: Node, source: Node, slopes: torch.Tensor) -> None:
+    """Replace ``consumer`` (a conv of the PRelu) by one reading ``[relu(z); relu(-z)]``."""
+    weight = _attr(gm, consumer.args[1])
+    bias = _attr(gm, consumer.args[2]) if len(consumer.args) > 2 and consumer.args[2] is not None else None
+    (stride, padding, dilation), groups = _conv_params(consumer)
+    a = slopes.to(weight.dtype)
+    reader = None
+    if groups == 1:  # dense: the negative half's input channels get -a * K
+        new_weight, new_bias, new_groups = torch.cat([weight, -a[None, :, None, None] * weight], 1), bias, 1
+    else:  # depthwise: 2C groups, the negative half scaled by -a and without bias; its reader sums the halves
+        new_weight = torch.cat([weight, -a[:, None, None, None] * weight])
+        new_bias = torch.cat([bias, torch.zeros_like(bias)]) if bias is not None else None
+        new_groups, reader = 2 * groups, _dense_reader(gm, consumer)
+    folded = _replace_conv(gm, consumer, source, new_weight, new_bias, new_groups)
+    if reader is not None:
+        pointwise = _attr(gm, reader.args[1])
+        pointwise_bias = _attr(gm, reader.args[2]) if len(reader.args) > 2 and reader.args[2] is not None else None
+        _replace_conv(gm, reader, folded, torch.cat([pointwise, pointwise], 1), pointwise_bias, 1)
+
+
+def _replace_conv(gm: GraphModule, consumer: Node, source: Node, new_weight: torch.Tensor,
+                  new_bias: torch.Tensor | None, new_groups: int) -> Node:
+    """A conv like ``consumer`` (stride, padding, dilation) on ``source`` with new parameters, in its place."""
+    graph = gm.graph
+    (stride, padding, dilation), _ = _conv_params(consumer)
+    with graph.inserting_before(consumer):
+        w_node = _attr_node(gm, consumer, consumer.args[1].target, new_weight)
+        b_node = _attr_node(gm, consumer, consumer.args[2].target, new_bias) if new_bias is not None else None
+        folded = graph.call_function(_aten.conv2d.default, (source, w_node, b_node, stride, padding, dilation, new_groups))
+    folded.meta.update({k: v for k, v in consumer.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")})
+    folded.meta["val"] = _fake(gm, consumer, _aten.conv2d.default, source, new_weight, new_bias,
+                               stride, padding, dilation, new_groups)
+    consumer.replace_all_uses_with(folded)
+    graph.erase_node(consumer)
+    return folded

@@ -101,7 +101,7 @@ def quantize_model(
     qat = config.mode == "qat"
     graph = export_for_quantization(work, example)
     folded = fold_scalar_muls(graph)
-    split = split_prelu(graph) if config.split_prelu else 0
+    split = split_prelu(graph) if config.splits_prelu else 0
     prepared = prepare(graph, build_quantizer(config, floats, qat=qat), qat=qat)
     calibrated = calibrate(prepared, batches)
     if qat:
