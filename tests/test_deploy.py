@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from srcompress.deploy import (
+    GATE_STATISTIC,
     BenchRow,
     Issue,
     apply_export_forms,
@@ -134,6 +135,36 @@ def test_verify_failure_names_max_error_and_the_diverging_layer(registry: Regist
     assert not result.passed and result.max_abs > 1e-3 and result.worst_input == "x"
     assert result.worst_layer == "pw" and result.worst_layer_error > 1e-3
     assert "FAIL" in result.summary()
+
+
+class _OnePixelOff:
+    """A deployment whose output is the model's with one pixel 0.2 off (an int8 rounding flip)."""
+
+    metadata = {"backend": "fake", "precision": "int8"}
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, lr: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.model(lr).clone()
+        out[0, 0, 0, 0] += 0.2
+        return out
+
+
+def test_verify_on_the_mean_tolerates_isolated_flips_but_names_a_real_mismatch() -> None:
+    model = TinySR().eval()
+    deployed = _OnePixelOff(model)
+    x = torch.rand(1, 3, 12, 16)  # output 1x3x24x32: one pixel in 2304 is 0.2 off, mean 0.2 / 2304
+    result = verify(deployed, model, [x], tolerance=0.03, statistic="mean")
+    assert result.passed and result.max_abs == pytest.approx(0.2, abs=1e-6)
+    assert result.mean_abs == pytest.approx(0.2 / 2304, rel=1e-4)
+    assert result.summary().startswith("pass: mean |diff| 8.68e-05 (tolerance 0.03), max 0.2")
+    with pytest.raises(DeployError, match=r"fake \(int8\) output differs from torch by 0.2 > tolerance 0.03"):
+        verify(deployed, model, [x], tolerance=0.03, locate=False)
+    with pytest.raises(DeployError, match=r"by a mean \|diff\| of 8.68e-05 > tolerance 1e-05 \(max 0.2 on input 'input0'\)"):
+        verify(deployed, model, [x], tolerance=1e-5, statistic="mean", locate=False)
+    assert GATE_STATISTIC == {"int8": "mean"}
 
 
 def test_diverging_layer_is_where_the_relative_error_jumps() -> None:

@@ -170,7 +170,7 @@ def render(registry: Registry | None = None) -> str:
                       "Each stage is `{type: NAME, name: optional label, ...fields}`.")
     backends = [(e.name, e.description + _tolerance(e.tolerance), e.config_cls) for e in registry.list_backends()]
     lines += _section("Backends (`deploy: [{backend: NAME, ...}]`)", backends, conv, nested,
-                      "Each deployment is `{backend: NAME, ...fields}`; the tolerance is the max |difference| from torch fp32.")
+                      "Each deployment is `{backend: NAME, ...fields}`; the tolerance is the max |difference| from torch fp32 (int8: the mean |difference| from the fake-quantized torch model, see docs/deployment.md).")
     losses = [(e.name, e.description, e.config_cls) for e in registry.list_losses()]
     lines += _section("Losses (`losses: [{kind: NAME, weight: W, ...}]`)", losses, conv, nested,
                       "Loss terms of `train`, `distill` and fine-tuning: `{kind: NAME, weight: W, ...fields}`.")

@@ -26,10 +26,12 @@ from srcompress.errors import DeployError
 
 __all__ = ["DEFAULT_REWRITES", "TOLERANCE", "OnnxConfig", "compile_onnx", "load_onnx_deployed", "prepare_graph"]
 
-#: Max abs difference from the torch model on [0, 1] images, per precision (int8: vs the
-#: fake-quantized torch model the graph was exported from). fp32: a quarter of one 8-bit level;
-#: ONNX Runtime's DFT kernel is 2.5e-4 off on F2SRGAN at 180x320 (the FFT-free graph 2e-6).
-TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 5e-2}
+#: Max abs difference from the torch model on [0, 1] images, per precision; int8: the MEAN abs
+#: difference from the fake-quantized torch model the graph was exported from (see
+#: srcompress.deploy.GATE_STATISTIC: integer rounding flips travel; 0.03 is ~8 levels of 255).
+#: fp32: a quarter of one 8-bit level; ONNX Runtime's DFT kernel is 2.5e-4 off on F2SRGAN at
+#: 180x320 (the FFT-free graph 2e-6).
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 3e-2}
 DEFAULT_REWRITES = ("activation_before_d2s", "d2s_dcr", "prelu_to_max")
 _TARGET = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-tensorrt"}
 

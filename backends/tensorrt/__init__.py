@@ -42,8 +42,9 @@ __all__ = [
     "tensorrt_missing",
 ]
 
-#: Max abs difference from torch on [0, 1] images, per precision (fp32 with TF32 off).
-TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 5e-2}
+#: Max abs difference from torch on [0, 1] images, per precision (fp32 with TF32 off); int8: the
+#: mean abs difference from the fake-quantized torch model (srcompress.deploy.GATE_STATISTIC).
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 3e-2}
 
 
 def _pair(value: Any) -> tuple[int, int]:
