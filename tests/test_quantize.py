@@ -302,3 +302,16 @@ def test_split_prelu_falls_back_to_the_mix_conv_when_a_consumer_is_not_a_conv() 
     grouped = [n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default and n.args[6:7] == (4,)]
     assert len(grouped) == 1  # the 1x1 mix conv, groups = 4 channels
     torch.testing.assert_close(graph(x), model(x), atol=1e-6, rtol=0)
+
+
+def test_count_params_of_a_quantized_graph_counts_its_weights() -> None:
+    from srcompress.measure import count_params
+    from srcompress.plugins.techniques.quantize.technique import quantize_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).eval()
+    float_params = 3 * 8 * 9 + 8 + 8 * 3 * 9 + 3
+    assert count_params(model) == (float_params, float_params)
+    quantized, _ = quantize_model(model, QuantizeConfig(), [torch.rand(2, 3, 8, 8)])
+    # the converted graph holds the weights as int8 tensor attributes read through dequantize ops
+    assert count_params(quantized)[0] == float_params

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.fx
 from attrs import define, field
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -81,11 +82,49 @@ FFT_FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) number of parameters; shared parameters are counted once."""
-    unique = {id(p): p for p in model.parameters()}.values()
-    total = sum(p.numel() for p in unique)
-    trainable = sum(p.numel() for p in unique if p.requires_grad)
-    return total, trainable
+    """(total, trainable) number of parameters; shared parameters are counted once.
+
+    A traced graph (``torch.fx.GraphModule``, e.g. a PT2E-quantized model) keeps most weights as
+    plain tensor attributes and may still hold parameters it no longer reads: it counts the
+    parameters its graph reads plus the weights and biases its convs and linears read (through
+    dequantize ops), as frozen parameters.
+    """
+    if isinstance(model, torch.fx.GraphModule):
+        used = {id(t): t for t in _graph_attrs(model, weights_only=False)}
+        unique = {k: p for k, p in used.items() if isinstance(p, nn.Parameter)}
+        unique.update({id(t): t for t in _graph_attrs(model, weights_only=True)})
+    else:
+        unique = {id(p): p for p in model.parameters()}
+    trainable = sum(p.numel() for p in unique.values() if isinstance(p, nn.Parameter) and p.requires_grad)
+    return sum(p.numel() for p in unique.values()), trainable
+
+
+_WEIGHTED_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "linear", "conv_transpose2d")
+
+
+def _graph_attrs(graph: torch.fx.GraphModule, *, weights_only: bool) -> list[torch.Tensor]:
+    """Tensors the graph reads with get_attr (``weights_only``: those its conv/linear nodes read as
+    weight and bias, through dequantize ops). Parameters the graph no longer reads are not included."""
+    if not weights_only:
+        return [t for n in graph.graph.nodes if n.op == "get_attr" for t in [_attr_value(graph, n)] if t is not None]
+    found = []
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or not any(f"aten.{op}." in str(node.target) for op in _WEIGHTED_OPS):
+            continue
+        for arg in node.args[1:3]:
+            while isinstance(arg, torch.fx.Node) and arg.op == "call_function" and "dequantize" in str(arg.target):
+                arg = arg.args[0]
+            value = _attr_value(graph, arg) if isinstance(arg, torch.fx.Node) and arg.op == "get_attr" else None
+            if value is not None:
+                found.append(value)
+    return found
+
+
+def _attr_value(graph: torch.fx.GraphModule, node: torch.fx.Node) -> torch.Tensor | None:
+    value: object = graph
+    for part in str(node.target).split("."):
+        value = getattr(value, part, None)
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
