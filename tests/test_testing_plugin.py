@@ -154,11 +154,19 @@ def test_pytest_plugin_collects_nothing_by_itself(tmp_path: Path) -> None:
     assert "1 passed" in out.stdout, out.stdout + out.stderr
 
 
-def test_pytest_plugin_parametrizes_over_a_plugins_entries(
-    registry: Registry, pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def tinytp_on_path(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The third-party dist ``srcompress-tinytp`` installed on sys.path for pytester's in-process runs.
+
+    ``registry`` imports the built-in plugins here first: pytester's in-process runs drop modules
+    they imported, and some extension modules cannot be imported twice in one process.
+    """
     root = make_dist(tmp_path / "site", "srcompress-tinytp", {"tinytp": "tinytp_plugin"}, {"tinytp_plugin": THIRD_PARTY_PLUGIN})
     monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+def test_pytest_plugin_parametrizes_over_a_plugins_entries(pytester: pytest.Pytester, tinytp_on_path: Path) -> None:
     pytester.makepyfile(
         """
         import pytest
@@ -191,13 +199,7 @@ def test_pytest_plugin_parametrizes_over_a_plugins_entries(
     )
 
 
-def test_pytest_option_selects_plugins_and_rejects_unknown(
-    registry: Registry, pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # ``registry`` imports the built-in plugins here first: pytester's in-process runs drop modules
-    # they imported, and some extension modules cannot be imported twice in one process.
-    root = make_dist(tmp_path / "site", "srcompress-tinytp", {"tinytp": "tinytp_plugin"}, {"tinytp_plugin": THIRD_PARTY_PLUGIN})
-    monkeypatch.syspath_prepend(str(root))
+def test_pytest_option_selects_plugins_and_rejects_unknown(pytester: pytest.Pytester, tinytp_on_path: Path) -> None:
     pytester.makepyfile(
         """
         def test_models(srcompress_model):
