@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -31,12 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from srcompress.paths import use_local_copies  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-if (SHARED / "data").is_dir():
-    os.environ.setdefault("SRCOMPRESS_DATA", str(SHARED / "data"))
-if (SHARED / "weights").is_dir():
-    os.environ.setdefault("SRCOMPRESS_WEIGHTS", str(SHARED / "weights"))
+use_local_copies(ROOT.parent / "shared")
 
 from srcompress import ModelEntry, default_registry, hookimpl  # noqa: E402
 from srcompress.context import StageContext  # noqa: E402

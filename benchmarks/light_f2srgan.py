@@ -33,12 +33,10 @@ import torch
 from attrs import define, field
 from torch import nn
 
+from srcompress.paths import use_local_copies  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-if (SHARED / "data").is_dir():
-    os.environ.setdefault("SRCOMPRESS_DATA", str(SHARED / "data"))
-if (SHARED / "weights").is_dir():
-    os.environ.setdefault("SRCOMPRESS_WEIGHTS", str(SHARED / "weights"))
+use_local_copies(ROOT.parent / "shared")
 
 from srcompress.checkpoint import load_stage_model  # noqa: E402
 from srcompress.deploy import backend_config, measure_deployed  # noqa: E402

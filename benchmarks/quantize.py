@@ -25,10 +25,10 @@ import numpy as np
 import onnx
 import torch
 
+from srcompress.paths import use_local_copies  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-os.environ.setdefault("SRCOMPRESS_DATA", str(SHARED / "data"))
-os.environ.setdefault("SRCOMPRESS_WEIGHTS", str(SHARED / "weights"))
+use_local_copies(REPO.parent / "shared")
 # a test run elsewhere may leave a half-installed example plugin behind; it is not needed here
 os.environ.setdefault("SRCOMPRESS_DISABLE_PLUGINS", "example")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "data_root", "weights_root"]
+__all__ = ["cache_dir", "data_root", "use_local_copies", "weights_root"]
 
 
 def _env_path(name: str) -> Path | None:
@@ -38,3 +38,12 @@ def data_root(explicit: str | os.PathLike[str] | None = None) -> Path | None:
 def weights_root() -> Path | None:
     """The folder named by ``SRCOMPRESS_WEIGHTS``, or None."""
     return _env_path("SRCOMPRESS_WEIGHTS")
+
+
+def use_local_copies(root: str | os.PathLike[str]) -> None:
+    """Point ``SRCOMPRESS_DATA`` / ``SRCOMPRESS_WEIGHTS`` at ``root/data`` / ``root/weights`` where those
+    folders exist and the variable is not set already (the tests and benchmarks use ``../shared``)."""
+    for name, sub in (("SRCOMPRESS_DATA", "data"), ("SRCOMPRESS_WEIGHTS", "weights")):
+        folder = Path(root) / sub
+        if folder.is_dir():
+            os.environ.setdefault(name, str(folder))

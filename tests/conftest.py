@@ -8,13 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+from srcompress.paths import use_local_copies
 
-if (SHARED / "data").is_dir():
-    os.environ.setdefault("SRCOMPRESS_DATA", str(SHARED / "data"))
-if (SHARED / "weights").is_dir():
-    os.environ.setdefault("SRCOMPRESS_WEIGHTS", str(SHARED / "weights"))
+REPO = Path(__file__).resolve().parents[1]
+use_local_copies(REPO.parent / "shared")
 
 # One intra-op thread: tests use tiny tensors, and CI runs subprocesses and DataLoader workers beside
 # the main process on 2 cores (two threads per process oversubscribe them).

@@ -213,3 +213,16 @@ def test_wrong_architecture_lists_keys_and_shapes() -> None:
         "shape mismatch 2: 0.weight (16, 3, 3, 3) vs model (8, 3, 3, 3), 0.bias (16,) vs model (8,)); "
         "is it for another model, scale or options?"
     )
+
+
+def test_use_local_copies_sets_only_unset_variables_for_existing_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from srcompress.paths import use_local_copies
+
+    (tmp_path / "data").mkdir()  # no weights/ folder
+    monkeypatch.delenv("SRCOMPRESS_DATA", raising=False)
+    monkeypatch.delenv("SRCOMPRESS_WEIGHTS", raising=False)
+    use_local_copies(tmp_path)
+    assert os.environ["SRCOMPRESS_DATA"] == str(tmp_path / "data") and "SRCOMPRESS_WEIGHTS" not in os.environ
+    monkeypatch.setenv("SRCOMPRESS_DATA", "/elsewhere")
+    use_local_copies(tmp_path)
+    assert os.environ["SRCOMPRESS_DATA"] == "/elsewhere"  # a user's setting wins
