@@ -110,21 +110,17 @@ def split_prelu(gm: GraphModule) -> int:
 
 def _rewrite(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | None, slopes: torch.Tensor) -> None:
     weight = _attr(gm, conv.args[1])
-    bias = _attr(gm, conv.args[2]) if len(conv.args) > 2 and conv.args[2] is not None else None
+    bias = _bias(gm, conv)
     channels = weight.shape[0]
     w2 = torch.stack([weight, -weight], 1).reshape(2 * channels, *weight.shape[1:])
     b2 = torch.stack([bias, -bias], 1).reshape(-1) if bias is not None else None
     mix = torch.stack([torch.ones_like(slopes), -slopes], 1).reshape(channels, 2, 1, 1).to(weight.dtype)
     graph = gm.graph
-    defaults = ([1, 1], [0, 0], [1, 1])
-    stride, padding, dilation = (tuple(conv.args[3:6]) + defaults[len(conv.args[3:6]):])[:3]
+    (stride, padding, dilation), _ = _conv_params(conv)
     with graph.inserting_before(conv):
-        w_node = graph.get_attr(_new_attr(gm, conv.args[1].target, w2))
-        b_node = graph.get_attr(_new_attr(gm, conv.args[2].target, b2)) if b2 is not None else None
-        m_node = graph.get_attr(_new_attr(gm, prelu.args[1].target, mix))
-    for node, value in ((w_node, w2), (b_node, b2), (m_node, mix)):
-        if node is not None:
-            node.meta["val"] = conv.meta["val"].fake_mode.from_tensor(value)
+        w_node = _attr_node(gm, conv, conv.args[1].target, w2)
+        b_node = _attr_node(gm, conv, conv.args[2].target, b2) if b2 is not None else None
+        m_node = _attr_node(gm, conv, prelu.args[1].target, mix)
     x = conv.args[0]
     with graph.inserting_after(conv):
         doubled = graph.call_function(_aten.conv2d.default, (x, w_node, b_node, stride, padding, dilation, 1))
@@ -142,6 +138,15 @@ def _rewrite(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | None, slo
     prelu.replace_all_uses_with(prelu.args[0])
     graph.erase_node(prelu)
     graph.erase_node(conv)
+
+
+def _has_bias(node: Node) -> bool:
+    return len(node.args) > 2 and node.args[2] is not None
+
+
+def _bias(gm: GraphModule, conv: Node) -> torch.Tensor | None:
+    """The conv's bias tensor (None without one, or when it is not a graph attribute)."""
+    return _attr(gm, conv.args[2]) if _has_bias(conv) else None
 
 
 def _conv_params(node: Node) -> tuple[tuple[object, object, object], int]:
@@ -162,7 +167,7 @@ def _foldable_consumers(gm: GraphModule, prelu: Node) -> list[Node] | None:
         weight = _attr(gm, user.args[1])
         if weight is None or len(user.args[1].users) != 1:
             return None
-        if len(user.args) > 2 and user.args[2] is not None and _attr(gm, user.args[2]) is None:
+        if _has_bias(user) and _bias(gm, user) is None:
             return None
         _, groups = _conv_params(user)
         depthwise = groups == channels and weight.shape[0] == channels and weight.shape[1] == 1
@@ -201,7 +206,7 @@ def _rewrite_folded(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | No
     """The folded form of the module doc: [W; -W] producer + relu, the slopes moved into the consumers."""
     graph, slopes = gm.graph, _slopes(gm, prelu)
     weight = _attr(gm, conv.args[1])
-    bias = _attr(gm, conv.args[2]) if len(conv.args) > 2 and conv.args[2] is not None else None
+    bias = _bias(gm, conv)
     (stride, padding, dilation), _ = _conv_params(conv)
     x = conv.args[0]
     w2 = torch.cat([weight, -weight])
@@ -229,7 +234,7 @@ def _rewrite_folded(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | No
 def _fold_into_consumer(gm: GraphModule, consumer: Node, source: Node, slopes: torch.Tensor) -> None:
     """Replace ``consumer`` (a conv of the PRelu) by one reading ``[relu(z); relu(-z)]``."""
     weight = _attr(gm, consumer.args[1])
-    bias = _attr(gm, consumer.args[2]) if len(consumer.args) > 2 and consumer.args[2] is not None else None
+    bias = _bias(gm, consumer)
     (stride, padding, dilation), groups = _conv_params(consumer)
     a = slopes.to(weight.dtype)
     reader = None
@@ -242,7 +247,7 @@ def _fold_into_consumer(gm: GraphModule, consumer: Node, source: Node, slopes: t
     folded = _replace_conv(gm, consumer, source, new_weight, new_bias, new_groups)
     if reader is not None:
         pointwise = _attr(gm, reader.args[1])
-        pointwise_bias = _attr(gm, reader.args[2]) if len(reader.args) > 2 and reader.args[2] is not None else None
+        pointwise_bias = _bias(gm, reader)
         _replace_conv(gm, reader, folded, torch.cat([pointwise, pointwise], 1), pointwise_bias, 1)
 
 
