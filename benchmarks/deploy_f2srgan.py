@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from srcompress.backends.onnx import export_onnx
+from srcompress.backends.onnx import DEFAULT_REWRITES, export_onnx
 from srcompress.deploy import apply_export_forms, bench_backends, deploy_model, format_table, package_versions
 from srcompress.models import build_model
 from srcompress.recipe_types import ModelRef
 from srcompress.registry import default_registry
 
-ALL = ["activation_before_d2s", "d2s_dcr", "prelu_to_max"]  # the onnx backend's default, in its order
+ALL = list(DEFAULT_REWRITES)  # the onnx backend's default, in its order
 
 
 def configurations(dft_graph: object, free_graph: object, threads: int) -> list[tuple]:
