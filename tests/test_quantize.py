@@ -283,6 +283,36 @@ def test_split_prelu_is_exact_and_removes_every_prelu() -> None:
     assert len(doubled_depthwise) == 4 and all(shape[1] == 1 or g == 1 for g, shape in groups)
 
 
+def test_split_prelu_keeps_the_prelu_of_a_conv_left_in_float() -> None:
+    from srcompress.plugins.techniques.quantize import explicit_padding, export_for_quantization, split_prelu
+    from srcompress.plugins.techniques.quantize.quantizer import build_quantizer
+
+    model = F2SRGAN(4, F2SRGANOptions(blocks=2, width=16, ffc_blocks=())).eval()
+    x = torch.rand(1, 3, 12, 16)
+    graph = export_for_quantization(explicit_padding(model), x)
+    quantizer = build_quantizer(QuantizeConfig(), ["upsampler.1", "upsampler.1.*", "tail", "tail.*"])
+    assert split_prelu(graph, quantizer.in_float) == 3  # upsampler.1's conv runs in float: its PReLU stays
+    prelus = [n for n in graph.graph.nodes if n.target == torch.ops.aten.prelu.default]
+    assert len(prelus) == 1 and quantizer.in_float(prelus[0])
+    torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_int8_with_a_float_tail_deploys_the_tail_on_the_low_resolution_side() -> None:
+    from srcompress.backends.onnx import OnnxConfig, compile_onnx
+
+    torch.manual_seed(0)
+    model = F2SRGAN(4, F2SRGANOptions(blocks=2, width=16, ffc_blocks=())).eval()
+    config = QuantizeConfig(keep_float=("upsampler.1*", "tail*"))
+    quantized, facts = quantize_model(model, config, batches(size=12))
+    assert facts["split_prelu"] == 3, "the last upsampler's PReLU follows a float conv: kept"
+    deployed = compile_onnx(quantized, torch.rand(1, 3, 12, 16), OnnxConfig(provider="cpu", threads=1, precision="int8"))
+    applied = {r["name"]: r["applied"] for r in deployed.metadata["rewrites"]}
+    assert applied["subpixel_tail"] == 1 and applied["prelu_two_convs"] == 1
+    x = torch.rand(1, 3, 10, 14)
+    with torch.no_grad():
+        assert float((deployed(x) - quantized(x)).abs().mean()) < ORT_TOLERANCE
+
+
 def test_split_prelu_falls_back_to_the_mix_conv_when_a_consumer_is_not_a_conv() -> None:
     from srcompress.plugins.techniques.quantize import export_for_quantization, split_prelu
 

@@ -107,13 +107,14 @@ class SRQuantizer(Quantizer):
         self.float_modules = tuple(float_modules)
         self._float_filters = [get_module_name_filter(name) for name in self.float_modules]
 
-    def _in_float(self, node: Node) -> bool:
+    def in_float(self, node: Node) -> bool:
+        """Whether ``node`` belongs to a module left in float (it is not annotated)."""
         return any(f(node) for f in self._float_filters)
 
     def annotate(self, model: GraphModule) -> GraphModule:
         act = self.activation
         for node in model.graph.nodes:
-            if node.op != "call_function" or _ANNOTATION in node.meta or self._in_float(node):
+            if node.op != "call_function" or _ANNOTATION in node.meta or self.in_float(node):
                 continue
             target, args = node.target, node.args
             if target == _aten.conv2d.default:

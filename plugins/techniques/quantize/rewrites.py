@@ -25,6 +25,8 @@ integer MACs (the KD student and Light F2SRGAN on ONNX Runtime CPU; docs/benchma
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.fx import GraphModule, Node
@@ -85,14 +87,18 @@ def _match(gm: GraphModule, prelu: Node) -> tuple[Node, Node | None, torch.Tenso
     return (source, shuffle, slopes) if slopes.numel() == weight.shape[0] else None
 
 
-def split_prelu(gm: GraphModule) -> int:
-    """Apply the rewrite of the module doc to every matching PRelu of ``gm`` (in place); returns the count."""
+def split_prelu(gm: GraphModule, in_float: Callable[[Node], bool] | None = None) -> int:
+    """Apply the rewrite of the module doc to every matching PRelu of ``gm`` (in place); returns the count.
+
+    :param in_float: tells the nodes of modules left in float; a PRelu after a float conv is kept
+        (its conv runs in float anyway, and the fold would only double the float work around it).
+    """
     count = 0
     for prelu in list(gm.graph.nodes):
         if prelu.target != _aten.prelu.default:
             continue
         found = _match(gm, prelu)
-        if found is None:
+        if found is None or (in_float is not None and in_float(found[0])):
             continue
         conv, shuffle, slopes = found
         consumers = _foldable_consumers(gm, prelu)

@@ -101,8 +101,9 @@ def quantize_model(
     qat = config.mode == "qat"
     graph = export_for_quantization(work, example)
     folded = fold_scalar_muls(graph)
-    split = split_prelu(graph) if config.splits_prelu else 0
-    prepared = prepare(graph, build_quantizer(config, floats, qat=qat), qat=qat)
+    quantizer = build_quantizer(config, floats, qat=qat)
+    split = split_prelu(graph, quantizer.in_float) if config.splits_prelu else 0
+    prepared = prepare(graph, quantizer, qat=qat)
     calibrated = calibrate(prepared, batches)
     if qat:
         wrapper = QATModule(prepared)
