@@ -366,17 +366,21 @@ def _split_into_two_convs(
         index.consumers[b].append(conv)
         names[tag] = (w, b, index.fresh_name(f"{prelu.output[0]}_{tag}"))
         index.consumers[names[tag][2]].append(conv)
-    attrs = list(conv.attribute)
-    nodes = []
+    convs = {}
     for tag in ("linear", "relu"):
         w, b, out = names[tag]
-        node = onnx.helper.make_node("Conv", [conv.input[0], w, b], [out], name=f"{conv.name or conv.output[0]}_{tag}")
-        node.attribute.extend(attrs)
-        nodes.append(node)
+        convs[tag] = onnx.helper.make_node("Conv", [conv.input[0], w, b], [out], name=f"{conv.name or conv.output[0]}_{tag}")
+        convs[tag].attribute.extend(conv.attribute)
     relu_out = index.fresh_name(f"{prelu.output[0]}_relu_act")
     index.consumers[relu_out].append(conv)
-    nodes.append(onnx.helper.make_node("Relu", [names["relu"][2]], [relu_out], name=f"{prelu.name or prelu.output[0]}_relu"))
-    nodes.append(onnx.helper.make_node("Add", [names["linear"][2], relu_out], [prelu.output[0]], name=f"{prelu.name or prelu.output[0]}_sum"))
+    # relu branch first and as the Add's first input: ORT then fuses the Add into the linear conv's
+    # sum input (measured 62.5 vs 68 ms for the other order on a 16 -> 64 conv at 360 x 640)
+    nodes = [
+        convs["relu"],
+        onnx.helper.make_node("Relu", [names["relu"][2]], [relu_out], name=f"{prelu.name or prelu.output[0]}_relu"),
+        convs["linear"],
+        onnx.helper.make_node("Add", [relu_out, names["linear"][2]], [prelu.output[0]], name=f"{prelu.name or prelu.output[0]}_sum"),
+    ]
     position = list(graph.node).index(conv)
     graph.node.remove(conv)
     graph.node.remove(prelu)
