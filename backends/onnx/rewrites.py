@@ -403,8 +403,10 @@ def subpixel_tail(model: onnx.ModelProto) -> int:
     separable tail of F2SRGAN-like models) equals ``Conv' (C r^2 -> O r^2) on z -> DepthToSpace(r)``:
     output pixel ``(r i + a, r j + b)`` of the conv reads the shuffled pixels ``r i + a + dy``, which are
     sub-pixel ``(a + dy) mod r`` of low-resolution pixel ``i + floor((a + dy) / r)``; zero padding maps to
-    zero padding. Applied only where ``O r^2 <= C`` (an image tail: O = 3), so the r^2 x larger
-    high-resolution feature map (C channels) is never written, shuffled or read again. The new conv
+    zero padding. Per-channel Add/Sub/Mul/Div by constants after the tail (a mean shift, a /255) are
+    folded into the new conv's weights and bias. Applied only where ``O r^2 <= C`` (an image tail:
+    O = 3), so the r^2 x larger high-resolution feature map (C channels) is never written, shuffled
+    or read again. The new conv
     is dense on the low-resolution grid (for r = 2, k = 3: 3 x 3 taps, a quarter of them nonzero), so
     it does more multiply-adds than the tail, on a small output.
     """
@@ -449,7 +451,37 @@ def _tail_site(index: GraphIndex, d2s: onnx.NodeProto) -> _TailSite | None:
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
     if kernel.shape[0] * block * block > channels:
         return None
-    return d2s, convs, kernel, bias
+    affine, scale, shift = _trailing_affine(index, convs[-1].output[0], kernel.shape[0])
+    return d2s, convs + affine, kernel * scale[:, None, None, None], bias * scale + shift
+
+
+def _trailing_affine(index: GraphIndex, tensor: str, channels: int) -> tuple[list[onnx.NodeProto], np.ndarray, np.ndarray]:
+    """The chain of Add/Sub/Mul/Div by scalar or per-channel constants reading ``tensor`` (a mean
+    shift, a /255), as ``(nodes, scale, shift)`` with ``chain(x) = scale * x + shift`` per channel."""
+    scale, shift = np.ones(channels), np.zeros(channels)
+    nodes: list[onnx.NodeProto] = []
+    while True:
+        node = index.only_consumer(tensor)
+        if node is None or node.op_type not in ("Add", "Sub", "Mul", "Div") or tensor not in node.input[:2]:
+            break
+        slot = 1 if node.input[0] == tensor else 0
+        value = index.constant(node.input[slot])
+        if value is None or value.dtype.kind != "f" or value.ndim > 4 or _per_channel(value, channels) is None:
+            break
+        v = np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,))
+        if not np.all(np.isfinite(v)) or (node.op_type == "Div" and (slot == 0 or np.any(v == 0))):
+            break
+        if node.op_type == "Add":
+            shift = shift + v
+        elif node.op_type == "Mul":
+            scale, shift = scale * v, shift * v
+        elif node.op_type == "Div":
+            scale, shift = scale / v, shift / v
+        else:  # Sub: x - v, or v - x
+            scale, shift = (scale, shift - v) if slot == 1 else (-scale, v - shift)
+        nodes.append(node)
+        tensor = node.output[0]
+    return nodes, scale, shift
 
 
 def _plain_conv(index: GraphIndex, conv: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -514,7 +546,7 @@ def _move_tail(graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, c
     stale = {d2s.output[0], *(c.output[0] for c in convs[:-1])}
     for node in (d2s, *convs):
         graph.node.remove(node)
-    for name in {i for c in convs for i in c.input[1:] if i}:
+    for name in {i for c in convs for i in c.input if i}:  # the removed nodes' own constants
         if index.use_count(name) == 1 and name in index.initializers:
             graph.initializer.remove(index.initializers[name])
     graph.node.insert(position, shuffle)
