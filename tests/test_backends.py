@@ -214,7 +214,8 @@ def test_prelu_two_convs_on_a_narrow_conv_only(in_channels: int, slopes: list[fl
     if applied:  # a = 1 leaves nothing for the relu branch; a = 0 nothing for the linear one
         weights = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
         assert {n for n in weights} == {"w_linear", "w_linear_b", "w_relu", "w_relu_b"}
-        assert np.allclose(weights["w_linear"][:, 0, 0, 0] + weights["w_relu"][:, 0, 0, 0], numpy_helper.to_array(model.graph.initializer[0])[:, 0, 0, 0])
+        original = numpy_helper.to_array(model.graph.initializer[0])[:, 0, 0, 0]
+        assert np.allclose(weights["w_linear"][:, 0, 0, 0] + weights["w_relu"][:, 0, 0, 0], original)
 
 
 def _conv_chain_graph(*, shared: bool = False) -> onnx.ModelProto:

@@ -524,7 +524,11 @@ def subpixel_kernel(kernel: np.ndarray, block: int, mode: str) -> tuple[np.ndarr
     return wide, (-low, high)
 
 
-def _move_tail(graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, convs: list[onnx.NodeProto], kernel: np.ndarray, bias: np.ndarray) -> None:
+def _move_tail(
+    graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, convs: list[onnx.NodeProto],
+    kernel: np.ndarray, bias: np.ndarray,
+) -> None:  # fmt: skip
+    """Replace ``d2s`` and ``convs`` (the tail and any folded affine ops) by Conv' -> DepthToSpace(DCR)."""
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
     wide, (begin, end) = subpixel_kernel(kernel, block, str(attribute(d2s, "mode", "DCR")))
     dtype = _dtype_of_input(index, convs[0])
