@@ -343,7 +343,7 @@ def _two_conv_site(index: GraphIndex, prelu: onnx.NodeProto) -> tuple[onnx.NodeP
     per = slope.reshape(-1)
     if per.size not in (1, weight.shape[0]) or (per.size > 1 and _per_channel(slope, weight.shape[0]) is None) or not np.all(per <= 1):
         return None
-    bias = index.constant(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(weight.shape[0], weight.dtype)
+    bias = _conv_bias(index, conv, weight)
     if bias is None:
         return None
     return conv, weight, bias, np.broadcast_to(per, (weight.shape[0],)).astype(weight.dtype)
@@ -381,16 +381,7 @@ def _split_into_two_convs(
         convs["linear"],
         onnx.helper.make_node("Add", [relu_out, names["linear"][2]], [prelu.output[0]], name=f"{prelu.name or prelu.output[0]}_sum"),
     ]
-    position = list(graph.node).index(conv)
-    graph.node.remove(conv)
-    graph.node.remove(prelu)
-    for offset, node in enumerate(nodes):
-        graph.node.insert(position + offset, node)
-    for name in (conv.input[1], *(conv.input[2:3]), prelu.input[1]):
-        if name and index.use_count(name) == 1 and name in index.initializers:
-            graph.initializer.remove(index.initializers[name])
-    for v in [v for v in graph.value_info if v.name == conv.output[0]]:
-        graph.value_info.remove(v)
+    _replace_nodes(graph, index, [conv, prelu], nodes)
 
 
 # ------------------------------------------------------------------------------------ subpixel_tail
@@ -406,9 +397,8 @@ def subpixel_tail(model: onnx.ModelProto) -> int:
     zero padding. Per-channel Add/Sub/Mul/Div by constants after the tail (a mean shift, a /255) are
     folded into the new conv's weights and bias. Applied only where ``O r^2 <= C`` (an image tail:
     O = 3), so the r^2 x larger high-resolution feature map (C channels) is never written, shuffled
-    or read again. The new conv
-    is dense on the low-resolution grid (for r = 2, k = 3: 3 x 3 taps, a quarter of them nonzero), so
-    it does more multiply-adds than the tail, on a small output.
+    or read again. The new conv is dense on the low-resolution grid (for r = 2, k = 3: 3 x 3 taps, a
+    quarter of them nonzero), so it does more multiply-adds than the tail, on a small output.
     """
     count = 0
     while True:
@@ -495,7 +485,7 @@ def _plain_conv(index: GraphIndex, conv: onnx.NodeProto) -> tuple[np.ndarray, np
     flat = all(v == 1 for v in attribute(conv, "strides", [1, 1]) + attribute(conv, "dilations", [1, 1]))  # type: ignore[operator]
     if not same or not flat or attribute(conv, "auto_pad", "NOTSET") != "NOTSET":
         return None
-    bias = index.constant(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(weight.shape[0], weight.dtype)
+    bias = _conv_bias(index, conv, weight)
     if bias is None:
         return None
     return weight.astype(np.float64), bias.astype(np.float64), int(attribute(conv, "group", 1))  # type: ignore[arg-type]
@@ -531,7 +521,7 @@ def _move_tail(
     """Replace ``d2s`` and ``convs`` (the tail and any folded affine ops) by Conv' -> DepthToSpace(DCR)."""
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
     wide, (begin, end) = subpixel_kernel(kernel, block, str(attribute(d2s, "mode", "DCR")))
-    dtype = _dtype_of_input(index, convs[0])
+    dtype = index.constant(convs[0].input[1]).dtype  # type: ignore[union-attr]  # _plain_conv checked it
     weight_name = index.fresh_name(f"{convs[-1].name or convs[-1].output[0]}_subpixel_w")
     bias_name = index.fresh_name(f"{weight_name}_b")
     graph.initializer.extend([
@@ -546,22 +536,34 @@ def _move_tail(
     shuffle = onnx.helper.make_node(
         "DepthToSpace", [low_res], [convs[-1].output[0]], name=f"{d2s.name or 'd2s'}_subpixel", blocksize=block, mode="DCR"
     )
-    position = list(graph.node).index(d2s)
-    stale = {d2s.output[0], *(c.output[0] for c in convs[:-1])}
-    for node in (d2s, *convs):
+    _replace_nodes(graph, index, [d2s, *convs], [conv, shuffle])
+
+
+# ---------------------------------------------------------------------------------- shared helpers
+
+
+def _conv_bias(index: GraphIndex, conv: onnx.NodeProto, weight: np.ndarray) -> np.ndarray | None:
+    """The conv's constant bias, zeros when it has none, None when the bias is not a constant."""
+    if len(conv.input) > 2 and conv.input[2]:
+        return index.constant(conv.input[2])
+    return np.zeros(weight.shape[0], weight.dtype)
+
+
+def _replace_nodes(graph: onnx.GraphProto, index: GraphIndex, old: list[onnx.NodeProto], new: list[onnx.NodeProto]) -> None:
+    """Put ``new`` where the first of ``old`` stood; drop the initializers only ``old`` read and the
+    recorded shapes of tensors that no node produces any more (``index``: the graph before the edit)."""
+    position = min(list(graph.node).index(node) for node in old)
+    gone = {out for node in old for out in node.output} - {out for node in new for out in node.output}
+    constants = {name for node in old for name in node.input if name}
+    for node in old:
         graph.node.remove(node)
-    for name in {i for c in convs for i in c.input if i}:  # the removed nodes' own constants
+    for offset, node in enumerate(new):
+        graph.node.insert(position + offset, node)
+    for name in constants:
         if index.use_count(name) == 1 and name in index.initializers:
             graph.initializer.remove(index.initializers[name])
-    graph.node.insert(position, shuffle)
-    graph.node.insert(position, conv)
-    for v in [v for v in graph.value_info if v.name in stale]:
-        graph.value_info.remove(v)
-
-
-def _dtype_of_input(index: GraphIndex, conv: onnx.NodeProto) -> np.dtype:
-    init = index.initializers.get(conv.input[1])
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)) if init is not None else np.dtype(np.float32)
+    for info in [v for v in graph.value_info if v.name in gone]:
+        graph.value_info.remove(info)
 
 
 # ------------------------------------------------------------------------------------- driver

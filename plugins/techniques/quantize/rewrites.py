@@ -135,7 +135,7 @@ def _rewrite(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | None, slo
     with graph.inserting_after(relu):
         mixed = graph.call_function(_aten.conv2d.default, (relu, m_node, None, [1, 1], [0, 0], [1, 1], channels))
     for node, meta_from in ((doubled, conv), (relu, prelu), (mixed, prelu)):
-        node.meta.update({k: v for k, v in meta_from.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")})
+        _copy_origin(node, meta_from)
     doubled.meta["val"] = _fake(gm, conv, _aten.conv2d.default, x, w2, b2, stride, padding, dilation, 1)
     relu.meta["val"] = _fake(gm, conv, _aten.relu.default, doubled)
     mixed.meta["val"] = _fake(gm, conv, _aten.conv2d.default, relu, mix, None, [1, 1], [0, 0], [1, 1], channels)
@@ -144,6 +144,15 @@ def _rewrite(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | None, slo
     prelu.replace_all_uses_with(prelu.args[0])
     graph.erase_node(prelu)
     graph.erase_node(conv)
+
+
+#: The node metadata that says which module a node came from: the quantizer's module-name filters
+#: (keep_float) read nn_module_stack, so a replacement node must carry its original's.
+_ORIGIN_KEYS = ("nn_module_stack", "stack_trace", "source_fn_stack")
+
+
+def _copy_origin(node: Node, original: Node) -> None:
+    node.meta.update({k: v for k, v in original.meta.items() if k in _ORIGIN_KEYS})
 
 
 def _has_bias(node: Node) -> bool:
@@ -224,7 +233,7 @@ def _rewrite_folded(gm: GraphModule, prelu: Node, conv: Node, shuffle: Node | No
         relu = graph.call_function(_aten.relu.default, (doubled,))
         out = graph.call_function(_aten.pixel_shuffle.default, (relu, shuffle.args[1])) if shuffle is not None else relu
     for node, meta_from in ((doubled, conv), (relu, prelu), (out, shuffle or prelu)):
-        node.meta.update({k: v for k, v in meta_from.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")})
+        _copy_origin(node, meta_from)
     doubled.meta["val"] = _fake(gm, conv, _aten.conv2d.default, x, w2, b2, stride, padding, dilation, 1)
     relu.meta["val"] = _fake(gm, conv, _aten.relu.default, doubled)
     if shuffle is not None:
@@ -266,7 +275,7 @@ def _replace_conv(gm: GraphModule, consumer: Node, source: Node, new_weight: tor
         w_node = _attr_node(gm, consumer, consumer.args[1].target, new_weight)
         b_node = _attr_node(gm, consumer, consumer.args[2].target, new_bias) if new_bias is not None else None
         folded = graph.call_function(_aten.conv2d.default, (source, w_node, b_node, stride, padding, dilation, new_groups))
-    folded.meta.update({k: v for k, v in consumer.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")})
+    _copy_origin(folded, consumer)
     folded.meta["val"] = _fake(gm, consumer, _aten.conv2d.default, source, new_weight, new_bias,
                                stride, padding, dilation, new_groups)
     consumer.replace_all_uses_with(folded)
