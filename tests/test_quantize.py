@@ -144,6 +144,14 @@ def test_float_first_last_and_patterns_keep_convs_float(tiny: F2SRGAN) -> None:
     assert "body.1.conv1.pointwise" not in floats
 
 
+def test_a_keep_float_pattern_that_matches_nothing_is_refused(tiny: F2SRGAN) -> None:
+    from srcompress.errors import SrcompressError
+
+    with pytest.raises(SrcompressError, match=r"keep_float: pattern 'upsampler\.9\*' matches no module of F2SRGAN "
+                       r"\(its top-level modules: add_mean, body, head, sub_mean, tail, upsampler;"):
+        quantize_model(tiny, QuantizeConfig(keep_float=("upsampler.9*",)), batches(1))
+
+
 def test_calibration_methods_give_different_scales_on_skewed_data() -> None:
     gen = torch.Generator().manual_seed(0)
     skewed = torch.cat([torch.randn(20000, generator=gen).abs() * 0.5, torch.tensor([40.0, 55.0])])  # rare outliers

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from srcompress.errors import SrcompressError
+
 __all__ = ["UntiedModule", "call_counts", "conv_call_order", "explicit_padding", "float_module_names", "untie_shared"]
 
 
@@ -119,7 +121,14 @@ def float_module_names(
     names = set(hinted)
     all_names = [n for n, _ in model.named_modules() if n]
     for pattern in patterns:
-        names.update(n for n in all_names if fnmatch.fnmatchcase(n, pattern))
+        matched = [n for n in all_names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:  # a typo would otherwise quantize the module it meant to keep
+            top = ", ".join(sorted({n.split(".")[0] for n in all_names}))
+            raise SrcompressError(
+                f"keep_float: pattern {pattern!r} matches no module of {type(model).__name__} "
+                f"(its top-level modules: {top}; patterns are fnmatch on qualified names, e.g. 'upsampler.*')"
+            )
+        names.update(matched)
     convs = conv_call_order(model, example)
     frozen = [n for n in convs if not _trainable(model.get_submodule(n))]
     names.update(frozen)
