@@ -131,12 +131,15 @@ def test_onnx_backend_from_module_fp32_rewritten_and_exact(tiny: TinySR) -> None
     meta = deployed.metadata
     assert meta["backend"] == "onnx" and meta["providers"] == ["CPUExecutionProvider"] and meta["fft"] == "dft_op"
     applied = [(r["name"], r["applied"]) for r in meta["rewrites"]]
-    # the 8 -> 32 conv before the PReLU is narrow: two convs; the 8 -> 3 tail stays at full resolution
-    assert applied == [("activation_before_d2s", 1), ("d2s_dcr", 1), ("prelu_two_convs", 1), ("prelu_to_max", 0), ("subpixel_tail", 0)]
+    # the 8 -> 32 conv before the PReLU is narrow: two convs; the 8 -> 3 tail moves before the shuffle
+    # (3 < 8 channels); that shuffle becomes a ConvTranspose
+    assert applied == [
+        ("activation_before_d2s", 1), ("prelu_two_convs", 1), ("prelu_to_max", 0), ("subpixel_tail", 1), ("d2s_conv_transpose", 1)
+    ]  # fmt: skip
     assert all(r["max_abs_diff"] <= 1e-6 for r in meta["rewrites"])
     ops = [n.op_type for n in deployed.proto.graph.node]
-    assert "PRelu" not in ops and ops.index("Relu") < ops.index("DepthToSpace"), "the activation runs before the shuffle"
-    assert depth_to_space_modes(deployed.proto) == ["DCR"]
+    assert "PRelu" not in ops and ops.index("Relu") < ops.index("ConvTranspose"), "the activation runs before the shuffle"
+    assert depth_to_space_modes(deployed.proto) == []
 
 
 def test_crd_to_dcr_permutation_matches_torch_pixel_shuffle() -> None:
@@ -259,6 +262,38 @@ def test_dcr_rewrite_skips_a_conv_whose_output_is_read_elsewhere() -> None:
     assert reports[0].applied == 0 and depth_to_space_modes(out) == ["CRD"]
 
 
+@pytest.mark.parametrize("first", [[], ["d2s_dcr"]])
+def test_d2s_conv_transpose_is_bit_exact_in_crd_and_dcr_order(first: list[str]) -> None:
+    model = _conv_chain_graph()
+    start, _ = apply_rewrites(model, first, None)  # d2s_dcr: a DCR shuffle, its conv permuted and marked
+    out, reports = apply_rewrites(start, ["d2s_conv_transpose"], _feeds(1, 3, 5, 6))
+    assert reports[0].applied == 1 and depth_to_space_modes(out) == []
+    (convt,) = [n for n in out.graph.node if n.op_type == "ConvTranspose"]
+    weight = GraphIndex(out.graph).constant(convt.input[1])
+    assert weight.shape == (12, 1, 2, 2) and weight.sum() == 12 and weight[5, 0, 0, 1] == 1  # channel 5 = c 1, (i, j) = (0, 1)
+    assert [a.i for a in convt.attribute if a.name == "group"] == [3]
+    feeds = np.random.default_rng(5).standard_normal((1, 3, 7, 4)).astype(np.float32)
+    assert max_output_difference(model, out, feeds)[0] == 0.0
+    conv = next(n for n in out.graph.node if n.op_type == "Conv")
+    assert not any(p.key == PERMUTED_KEY for p in conv.metadata_props), "back in the exported channel order"
+
+
+def test_d2s_conv_transpose_leaves_int8_shuffles_to_onnx_runtime() -> None:
+    scale, zero = numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z")
+    nodes = [
+        oh.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        oh.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+        oh.make_node("DepthToSpace", ["d"], ["y"], blocksize=2, mode="CRD"),
+    ]
+    graph = oh.make_graph(
+        nodes, "qdq_shuffle", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, "h", "w"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], [scale, zero],
+    )  # fmt: skip
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    _, reports = apply_rewrites(model, ["d2s_conv_transpose"], _feeds(1, 8, 3, 4))
+    assert reports[0].applied == 0
+
+
 def _dcr_shuffle(x: torch.Tensor, block: int) -> torch.Tensor:
     n, c, h, w = x.shape
     out = c // (block * block)
@@ -297,6 +332,30 @@ class SeparableTail(nn.Module):
         return (0.5 - (self.rgb(self.dw(self.act(self.shuffle(self.pw(self.head(x)))))) + self.mean)) / 2.0
 
 
+class MeanShiftTail(SeparableTail):
+    """SeparableTail with F2SRGAN's output: a 1x1 mean-shift conv (3 -> 3) after the RGB conv, then / 255."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_mean = nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.add_mean.weight.copy_(torch.eye(3).reshape(3, 3, 1, 1) * torch.tensor([1.1, 0.9, 1.0]).reshape(3, 1, 1, 1))
+            self.add_mean.bias.copy_(torch.tensor([114.4, 111.5, 103.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add_mean(self.rgb(self.dw(self.act(self.shuffle(self.pw(self.head(x))))))) / 255.0
+
+
+def test_subpixel_tail_folds_a_trailing_mean_shift_conv() -> None:
+    net = MeanShiftTail().eval().requires_grad_(False)
+    graph = export_onnx(net, torch.rand(1, 3, 12, 16))
+    out, reports = apply_rewrites(graph, ["activation_before_d2s", "subpixel_tail"], _feeds(1, 3, 12, 16))
+    assert [r.applied for r in reports] == [1, 1]
+    assert [n.op_type for n in out.graph.node][-2:] == ["Conv", "DepthToSpace"], "mean shift and / 255 went into the conv"
+    diff, peak = max_output_difference(graph, out, _feeds(2, 3, 9, 13))
+    assert diff <= 1e-6 * max(1.0, peak)
+
+
 def test_subpixel_tail_moves_the_separable_rgb_tail_before_the_shuffle(tiny_onnx: onnx.ModelProto) -> None:
     net = SeparableTail().eval().requires_grad_(False)
     deployed = compile_onnx(net, torch.rand(1, 3, 12, 16), OnnxConfig(provider="cpu", threads=1))
@@ -305,12 +364,18 @@ def test_subpixel_tail_moves_the_separable_rgb_tail_before_the_shuffle(tiny_onnx
     x = torch.rand(2, 3, 9, 13)
     assert float((deployed(x) - net(x)).abs().max()) < 1e-5
     graph = GraphIndex(deployed.proto.graph)
-    (shuffle,) = [n for n in deployed.proto.graph.node if n.op_type == "DepthToSpace"]
+    (shuffle,) = [n for n in deployed.proto.graph.node if n.op_type == "ConvTranspose"]  # d2s_conv_transpose
     conv = graph.producer[shuffle.input[0]]
     assert conv.op_type == "Conv" and graph.constant(conv.input[1]).shape == (12, 64, 3, 3)
     assert shuffle.output[0] == deployed.proto.graph.output[0].name, "the mean and the scaling went into the conv"
-    # TinySR's tail (8 -> 3 channels) would grow to 32 -> 12 on the low-resolution side: left alone
-    _, kept = apply_rewrites(tiny_onnx, ["subpixel_tail"], _feeds(1, 3, 12, 16))
+    # a tail that does not narrow the channels (3 -> 3) is left at full resolution
+    inits = [numpy_helper.from_array(np.random.default_rng(6).standard_normal((3, 3, 3, 3)).astype(np.float32), "k")]
+    nodes = [oh.make_node("DepthToSpace", ["x"], ["z"], blocksize=2, mode="CRD"), oh.make_node("Conv", ["z", "k"], ["y"], pads=[1] * 4)]
+    graph = oh.make_graph(
+        nodes, "rgb_to_rgb", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, "h", "w"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    _, kept = apply_rewrites(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)]), ["subpixel_tail"], _feeds(1, 12, 4, 5))
     assert kept[0].applied == 0
 
 
@@ -325,9 +390,15 @@ def test_onnx_backend_fp16_and_save_load_round_trip(tiny: TinySR, tiny_onnx: onn
     assert path.name == "tiny_fp16.onnx"
     loaded = load_onnx_deployed(path, OnnxConfig(provider="cpu", threads=1))
     assert torch.equal(loaded(x), half(x))
-    assert loaded.metadata["precision"] == "fp16" and loaded.metadata["rewrites"][1]["name"] == "d2s_dcr"
+    assert loaded.metadata["precision"] == "fp16" and loaded.metadata["rewrites"][-1]["name"] == "d2s_conv_transpose"
     from_path = compile_onnx(path, example, OnnxConfig(provider="cpu", precision="fp16", rewrites=[]))
     assert torch.equal(from_path(x), half(x))
+
+
+@pytest.mark.parametrize(("spin", "entry"), [(True, "1"), (False, "0")])
+def test_onnx_backend_spin_option_reaches_the_session(tiny_onnx: onnx.ModelProto, spin: bool, entry: str) -> None:
+    deployed = compile_onnx(tiny_onnx, torch.rand(1, 3, 12, 16), OnnxConfig(provider="cpu", threads=1, spin=spin))
+    assert deployed.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry
 
 
 def test_onnx_backend_exports_a_half_model_in_float32(tiny: TinySR) -> None:
@@ -381,13 +452,18 @@ def test_int8_qdq_graph_deploys_and_the_dcr_rewrite_permutes_quantized_weights()
     model = qdq_graph()
     summary = qdq_summary(model)
     assert (summary.quantize, summary.dequantize, summary.dtypes, summary.nonzero_zero_points) == (1, 2, ("int8",), ())
-    deployed = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8"))
+    config = OnnxConfig(provider="cpu", precision="int8", rewrites=["d2s_dcr"])
+    deployed = compile_onnx(model, torch.rand(1, 3, 6, 5), config)
     assert deployed.metadata["qdq"] == {"quantize": 1, "dequantize": 2, "types": ["int8"]}
-    assert deployed.metadata["rewrites"][1] == {"name": "d2s_dcr", "applied": 1, "max_abs_diff": 0.0}
+    assert deployed.metadata["rewrites"] == [{"name": "d2s_dcr", "applied": 1, "max_abs_diff": 0.0}]
     assert depth_to_space_modes(deployed.proto) == ["DCR"]
+    # the default rewrites: the float conv's shuffle (not between Q/DQ) becomes a ConvTranspose
+    default = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8"))
+    assert depth_to_space_modes(default.proto) == [] and default.metadata["rewrites"][-1]["applied"] == 1
     plain = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8", rewrites=[]))
     x = torch.rand(1, 3, 9, 4)
     assert float((deployed(x) - plain(x)).abs().max()) <= 1e-6
+    assert float((default(x) - plain(x)).abs().max()) <= 1e-6
     with pytest.raises(DeployError, match=r"holds 2 DequantizeLinear nodes \(a quantized model\); set precision: int8"):
         compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu"))
 
@@ -452,6 +528,7 @@ def test_pt2e_quantized_module_deploys_as_int8_qdq() -> None:
         prepared(torch.rand(1, 3, 12, 16))
     quantized = move_exported_model_to_eval(convert_pt2e(prepared))
     deployed = compile_onnx(quantized, torch.rand(1, 3, 12, 16), OnnxConfig(provider="cpu", precision="int8"))
-    assert deployed.metadata["qdq"]["dequantize"] > 0 and depth_to_space_modes(deployed.proto) == ["DCR"]
+    # the shuffle feeds the tail conv's QuantizeLinear: d2s_conv_transpose leaves it to ONNX Runtime's int8 path
+    assert deployed.metadata["qdq"]["dequantize"] > 0 and depth_to_space_modes(deployed.proto) == ["CRD"]
     result = verify(deployed, quantized, verification_inputs(torch.rand(1, 3, 12, 16)), tolerance=5e-2)
     assert 0 < result.max_abs < 1e-2  # vs the fake-quantized torch model

@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_REWRITES", "TOLERANCE", "OnnxConfig", "compile_onnx", "load_
 #: fp32: a quarter of one 8-bit level; ONNX Runtime's DFT kernel is 2.5e-4 off on F2SRGAN at
 #: 180x320 (the FFT-free graph 2e-6).
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 3e-2}
-DEFAULT_REWRITES = ("activation_before_d2s", "d2s_dcr", "prelu_two_convs", "prelu_to_max", "subpixel_tail")
+DEFAULT_REWRITES = ("activation_before_d2s", "prelu_two_convs", "prelu_to_max", "subpixel_tail", "d2s_conv_transpose")
 _TARGET = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-tensorrt"}
 
 Source = nn.Module | onnx.ModelProto | str | os.PathLike
@@ -79,6 +79,10 @@ class OnnxConfig:
         "all", help="ONNX Runtime graph optimization level.", validator=one_of(("disabled", "basic", "extended", "all"))
     )
     device_id: int = option(0, help="GPU index for the CUDA / TensorRT providers.", validator=in_range(0, 64))
+    spin: bool = option(
+        True, help="Intra-op threads spin-wait between ops (ONNX Runtime's default: lowest latency on an idle CPU); "
+        "false: they sleep (several sessions or processes sharing the cores).",
+    )  # fmt: skip
 
 
 def prepare_graph(
@@ -146,12 +150,19 @@ def compile_onnx(model: Source, example: torch.Tensor, config: OnnxConfig) -> On
     """
     provider = resolve_provider(config.provider)
     proto, meta = prepare_graph(model, example, config, target=_TARGET[provider])
-    session = make_session(proto, provider=provider, threads=config.threads, optimization=config.optimization, device_id=config.device_id)
+    session = _session(proto, provider, config)
     meta.update(backend="onnx", input_shape=list(example.shape), **_placement(session, config))
     deployed = OnnxDeployed(proto, session, meta)
     out = deployed(example.detach().float().cpu())
     deployed.metadata.update(scale=out.shape[-1] // example.shape[-1], output_channels=out.shape[1], output_shape=list(out.shape))
     return deployed
+
+
+def _session(proto: onnx.ModelProto, provider: str, config: OnnxConfig) -> Any:
+    return make_session(
+        proto, provider=provider, threads=config.threads, optimization=config.optimization, device_id=config.device_id,
+        spin=config.spin,
+    )  # fmt: skip
 
 
 def _placement(session: Any, config: OnnxConfig) -> dict[str, Any]:
@@ -166,7 +177,7 @@ def load_onnx_deployed(path: str | os.PathLike[str], config: OnnxConfig) -> Onnx
     proto = load_onnx(path)
     meta = read_metadata(proto) or {"backend": "onnx", "precision": config.precision, "source": str(path)}
     provider = resolve_provider(config.provider)
-    session = make_session(proto, provider=provider, threads=config.threads, optimization=config.optimization, device_id=config.device_id)
+    session = _session(proto, provider, config)
     meta.update(_placement(session, config))
     meta.setdefault("versions", package_versions())
     return OnnxDeployed(proto, session, meta)

@@ -40,11 +40,13 @@ def resolve_provider(provider: str) -> str:
 
 
 def make_session(
-    proto: onnx.ModelProto, *, provider: str = "auto", threads: int = 0, optimization: str = "all", device_id: int = 0
+    proto: onnx.ModelProto, *, provider: str = "auto", threads: int = 0, optimization: str = "all", device_id: int = 0,
+    spin: bool = True,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` for ``proto`` on the chosen provider.
 
     :param threads: intra-op threads (0: ONNX Runtime's default, one per physical core).
+    :param spin: whether idle intra-op threads spin-wait (``session.intra_op.allow_spinning``).
     :raises DeployError: when the provider is not in this ONNX Runtime build, or the graph fails to load.
     """
     import onnxruntime as ort
@@ -62,6 +64,7 @@ def make_session(
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[optimization])
     if threads:
         options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     chain = [(p, {"device_id": device_id}) if p != "CPUExecutionProvider" else p for p in wanted if p in available]
     try:
         return ort.InferenceSession(proto.SerializeToString(), options, providers=chain)
