@@ -303,6 +303,10 @@ def test_split_prelu_keeps_the_prelu_of_a_conv_left_in_float() -> None:
     prelus = [n for n in graph.graph.nodes if n.target == torch.ops.aten.prelu.default]
     assert len(prelus) == 1 and quantizer.in_float(prelus[0])
     torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=0)
+    # a PReLU kept in float itself (its conv quantized) is not split either
+    graph = export_for_quantization(explicit_padding(model), x)
+    quantizer = build_quantizer(QuantizeConfig(), ["upsampler.0.act", "upsampler.1", "upsampler.1.*", "tail", "tail.*"])
+    assert split_prelu(graph, quantizer.in_float) == 2
 
 
 def test_int8_with_a_float_tail_deploys_the_tail_on_the_low_resolution_side() -> None:

@@ -91,14 +91,16 @@ def split_prelu(gm: GraphModule, in_float: Callable[[Node], bool] | None = None)
     """Apply the rewrite of the module doc to every matching PRelu of ``gm`` (in place); returns the count.
 
     :param in_float: tells the nodes of modules left in float; a PRelu after a float conv is kept
-        (its conv runs in float anyway, and the fold would only double the float work around it).
+        (its conv runs in float anyway, and the fold would only double the float work around it),
+        and so is a PRelu itself left in float (``keep_float: [upsampler.0.act]``: the float layers
+        after it then read C channels, not the 2C of the split).
     """
     count = 0
     for prelu in list(gm.graph.nodes):
         if prelu.target != _aten.prelu.default:
             continue
         found = _match(gm, prelu)
-        if found is None or (in_float is not None and in_float(found[0])):
+        if found is None or (in_float is not None and (in_float(found[0]) or in_float(prelu))):
             continue
         conv, shuffle, slopes = found
         consumers = _foldable_consumers(gm, prelu)
