@@ -35,7 +35,7 @@ ALL = list(DEFAULT_REWRITES)  # the onnx backend's default, in its order
 
 def configurations(dft_graph: object, free_graph: object, threads: int) -> list[tuple]:
     """(backend, options, label[, source]) rows, the first being the baseline of the speed-up column."""
-    ort = {"provider": "cpu", "threads": threads}
+    ort = {"provider": "cpu", "threads": threads, "spin": False}  # sessions share the process (see the page)
     return [
         ("torch", {"device": "cpu"}, "torch eager (torch.fft)"),
         ("torch", {"device": "cpu", "fft": "fft_free"}, "torch eager, FFT-free"),
@@ -201,7 +201,8 @@ def _report(args, rows, table, verify_lines, preflight_table, export_s, total_s,
             f"{load_after[0]:.1f} at the end). {args.threads} threads for torch and ONNX Runtime. Versions: {versions}.",
             f"All rows measured in one process, {'one configuration at a time' if args.sequential else 'interleaved'}: "
             f"{args.runs} timed runs after {args.warmup} warm-up call(s) "
-            f"per configuration and size; input (1, 3, H, W) uniform noise. Both ONNX graphs exported once ({export_s:.0f} s); "
+            f"per configuration and size; ONNX Runtime sessions with `spin: false` (a session's spinning threads "
+            f"would slow the next one); input (1, 3, H, W) uniform noise. Both ONNX graphs exported once ({export_s:.0f} s); "
             f"whole run {total_s / 60:.1f} min. LR sizes are H x W (320x180 in W x H is the 180 x 320 row).",
             "",
             table,

@@ -198,8 +198,8 @@ def run_candidates(run_dir: Path, registry: Registry, lr_size: tuple[int, int] =
 def _deploy(candidate: Candidate, backend: str, example: torch.Tensor, threads: int, registry: Registry) -> Any:
     entry = registry.get_backend(backend)
     options: dict[str, Any] = {"precision": candidate.precision}
-    if backend == "onnx":
-        options["threads"] = threads
+    if backend == "onnx":  # all sessions share one process and run interleaved: no spinning (see the page)
+        options.update(threads=threads, spin=False)
     return entry.compile(candidate.model, example, backend_config(entry, options, registry))
 
 
@@ -511,7 +511,9 @@ def _page(rows: Sequence[Row], table: str, goals: Sequence[str], command: str, a
         f"Protocol: x4, LR (H x W) {args.lr_size[0]} x {args.lr_size[1]} (320x180 -> 1280x720 is the issue's) for GMACs "
         "and latency, batch 1, "
         f"fp32 unless the row says INT8; latency = median of {args.runs} rounds in which every deployment runs once "
-        "(interleaved, after one warm-up call each). Quality: `srcompress.measure.evaluate` (HR modcropped, "
+        "(interleaved, after one warm-up call each); every ONNX Runtime deployment uses the onnx backend's default "
+        "rewrites and `spin: false` (idle intra-op threads sleep: with spinning, the threads of the session that ran "
+        "last keep spinning into the next one's run and slow it). Quality: `srcompress.measure.evaluate` (HR modcropped, "
         "MATLAB-bicubic 8-bit LR, SR clamped and rounded to 8 bits, PSNR/SSIM on Y, shave 4), NIQE on Y "
         "(shave 4, lower is better), PSNR-Y to F2SRGAN x4's own (8-bit) output." + (f" Only the first {args.limit} images of each set." if args.limit else ""),
         "",
