@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["GraphIndex", "attribute", "opset_version", "topological_sort"]
+__all__ = ["GraphIndex", "attribute", "conv_bias", "opset_version", "per_channel", "replace_nodes", "topological_sort"]
 
 
 def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -119,3 +119,36 @@ def topological_sort(graph: onnx.GraphProto) -> None:
         copy.CopyFrom(node)
     del graph.node[:]
     graph.node.extend(copies)
+
+
+def per_channel(value: np.ndarray, channels: int) -> bool | None:
+    """True: one value per channel (axis -3 of NCHW); False: a scalar; None: anything else."""
+    if value.size == 1:
+        return False
+    if value.ndim >= 3 and value.shape[-3] == channels and value.size == channels:
+        return True
+    return None
+
+
+def conv_bias(index: GraphIndex, conv: onnx.NodeProto, weight: np.ndarray) -> np.ndarray | None:
+    """The conv's constant bias, zeros when it has none, None when the bias is not a constant."""
+    if len(conv.input) > 2 and conv.input[2]:
+        return index.constant(conv.input[2])
+    return np.zeros(weight.shape[0], weight.dtype)
+
+
+def replace_nodes(graph: onnx.GraphProto, index: GraphIndex, old: list[onnx.NodeProto], new: list[onnx.NodeProto]) -> None:
+    """Put ``new`` where the first of ``old`` stood; drop the initializers only ``old`` read and the
+    recorded shapes of tensors that no node produces any more (``index``: the graph before the edit)."""
+    position = min(list(graph.node).index(node) for node in old)
+    gone = {out for node in old for out in node.output} - {out for node in new for out in node.output}
+    constants = {name for node in old for name in node.input if name}
+    for node in old:
+        graph.node.remove(node)
+    for offset, node in enumerate(new):
+        graph.node.insert(position + offset, node)
+    for name in constants:
+        if index.use_count(name) == 1 and name in index.initializers:
+            graph.initializer.remove(index.initializers[name])
+    for info in [v for v in graph.value_info if v.name in gone]:
+        graph.value_info.remove(info)

@@ -26,7 +26,8 @@ import numpy as np
 import onnx
 from attrs import define
 
-from srcompress.backends.onnx.graph import GraphIndex, attribute, topological_sort
+from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, per_channel, replace_nodes, topological_sort
+from srcompress.backends.onnx.subpixel import subpixel_kernel, subpixel_tail
 from srcompress.errors import DeployError
 
 __all__ = [
@@ -157,15 +158,6 @@ def _data_input(index: GraphIndex, node: onnx.NodeProto) -> str:
     return ""
 
 
-def _per_channel(value: np.ndarray, channels: int) -> bool | None:
-    """True: one value per channel (axis -3 of NCHW); False: a scalar; None: anything else."""
-    if value.size == 1:
-        return False
-    if value.ndim >= 3 and value.shape[-3] == channels and value.size == channels:
-        return True
-    return None
-
-
 def _permute_channelwise(index: GraphIndex, node: onnx.NodeProto, data: str, perm: np.ndarray) -> list[_Edit] | None:
     op = node.op_type
     if op in _UNARY:
@@ -176,7 +168,7 @@ def _permute_channelwise(index: GraphIndex, node: onnx.NodeProto, data: str, per
     if op in _BINARY:
         slot = 1 if node.input[0] == data else 0
         value = index.constant(node.input[slot])
-        kind = None if value is None else _per_channel(value, len(perm))
+        kind = None if value is None else per_channel(value, len(perm))
         if kind is None:
             return None
         return [(node, slot, value.reshape(-1)[perm].reshape(value.shape))] if kind else []
@@ -264,7 +256,7 @@ def d2s_conv_transpose(model: onnx.ModelProto) -> int:
             if conv is None:
                 continue
             _forget_permutation(conv)
-        _replace_nodes(model.graph, index, [node], [_one_hot_conv_transpose(model.graph, index, node, channels, block, dtype)])
+        replace_nodes(model.graph, index, [node], [_one_hot_conv_transpose(model.graph, index, node, channels, block, dtype)])
         index = GraphIndex(model.graph)
         count += 1
     return count
@@ -429,9 +421,9 @@ def _two_conv_site(index: GraphIndex, prelu: onnx.NodeProto) -> tuple[onnx.NodeP
     if weight is None or weight.dtype.kind != "f" or weight.ndim != 4 or int(np.prod(weight.shape[1:])) > TWO_CONVS_MAX_FAN_IN:
         return None
     per = slope.reshape(-1)
-    if per.size not in (1, weight.shape[0]) or (per.size > 1 and _per_channel(slope, weight.shape[0]) is None) or not np.all(per <= 1):
+    if per.size not in (1, weight.shape[0]) or (per.size > 1 and per_channel(slope, weight.shape[0]) is None) or not np.all(per <= 1):
         return None
-    bias = _conv_bias(index, conv, weight)
+    bias = conv_bias(index, conv, weight)
     if bias is None:
         return None
     return conv, weight, bias, np.broadcast_to(per, (weight.shape[0],)).astype(weight.dtype)
@@ -469,211 +461,7 @@ def _split_into_two_convs(
         convs["linear"],
         onnx.helper.make_node("Add", [relu_out, names["linear"][2]], [prelu.output[0]], name=f"{prelu.name or prelu.output[0]}_sum"),
     ]
-    _replace_nodes(graph, index, [conv, prelu], nodes)
-
-
-# ------------------------------------------------------------------------------------ subpixel_tail
-
-
-def subpixel_tail(model: onnx.ModelProto) -> int:
-    """Move each narrow conv that reads a ``DepthToSpace`` to the low-resolution side. Returns the count.
-
-    ``DepthToSpace(z, r) -> Conv k x k (C -> O)`` (or a depthwise k x k conv plus its 1x1 reader, the
-    separable tail of F2SRGAN-like models) equals ``Conv' (C r^2 -> O r^2) on z -> DepthToSpace(r)``:
-    output pixel ``(r i + a, r j + b)`` of the conv reads the shuffled pixels ``r i + a + dy``, which are
-    sub-pixel ``(a + dy) mod r`` of low-resolution pixel ``i + floor((a + dy) / r)``; zero padding maps to
-    zero padding. 1x1 convs and per-channel Add/Sub/Mul/Div by constants after the tail (a mean
-    shift, a /255) are folded into the new conv's weights and bias. Applied where the tail narrows
-    the channels, ``O < C`` (an image tail: O = 3): the high-resolution C-channel map is then never
-    written, shuffled or read again, and the new output holds O/C of its values. The new conv is
-    dense on the low-resolution grid (for r = 2, k = 3: 3 x 3 taps, a quarter of them nonzero), so it
-    does more multiply-adds than the tail (9x for C = 8, O = 3), on a small output: ONNX Runtime CPU
-    is memory-bound there (a pruned Light student with C = 8: 110 vs 145 ms, LR 320x180, 2 threads).
-    """
-    count = 0
-    while True:
-        index = GraphIndex(model.graph)
-        site = next((s for s in (_tail_site(index, n) for n in index.graph.node if n.op_type == "DepthToSpace") if s), None)
-        if site is None:
-            break
-        _move_tail(model.graph, index, *site)
-        count += 1
-    if count:
-        topological_sort(model.graph)
-    return count
-
-
-_TailSite = tuple[onnx.NodeProto, list[onnx.NodeProto], np.ndarray, np.ndarray]
-
-
-def _tail_site(index: GraphIndex, d2s: onnx.NodeProto) -> _TailSite | None:
-    """(DepthToSpace, convs to remove, composed dense kernel (O, C, k, k), bias (O,)) or None."""
-    first = index.only_consumer(d2s.output[0])
-    if first is None or first.op_type != "Conv" or first.input[0] != d2s.output[0]:
-        return None
-    params = _plain_conv(index, first)
-    if params is None:
-        return None
-    kernel, bias, group = params
-    channels = kernel.shape[0] if group > 1 else kernel.shape[1]
-    convs = [first]
-    if group > 1:  # depthwise: compose with the 1x1 conv that reads it
-        if group != channels or kernel.shape[1] != 1:
-            return None
-        second = index.only_consumer(first.output[0])
-        pointwise = _pointwise_conv(index, second, first.output[0])
-        if pointwise is None:
-            return None
-        mix = pointwise[0]
-        kernel = mix[:, :, None, None] * kernel[None, :, 0]
-        bias = mix @ bias + pointwise[1]
-        convs.append(second)  # type: ignore[arg-type]
-    block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
-    affine, mix, shift = _trailing_affine(index, convs[-1].output[0], kernel.shape[0])
-    kernel, bias = np.einsum("po,ocij->pcij", mix, kernel), mix @ bias + shift
-    if kernel.shape[0] >= channels:
-        return None
-    return d2s, convs + affine, kernel, bias
-
-
-def _trailing_affine(index: GraphIndex, tensor: str, channels: int) -> tuple[list[onnx.NodeProto], np.ndarray, np.ndarray]:
-    """The chain of 1x1 convs and Add/Sub/Mul/Div by scalar or per-channel constants reading
-    ``tensor`` (a mean shift as a 1x1 conv or an Add, a /255), as ``(nodes, mix, shift)`` with
-    ``chain(x) = mix @ x + shift`` per pixel (``mix``: (channels out, ``channels``))."""
-    mix, shift = np.eye(channels), np.zeros(channels)
-    nodes: list[onnx.NodeProto] = []
-    while True:
-        node = index.only_consumer(tensor)
-        pointwise = _pointwise_conv(index, node, tensor)
-        if pointwise is not None:
-            weight, conv_bias = pointwise
-            mix, shift = weight @ mix, weight @ shift + conv_bias
-            channels = weight.shape[0]
-            nodes.append(node)  # type: ignore[arg-type]
-            tensor = node.output[0]  # type: ignore[union-attr]
-            continue
-        if node is None or node.op_type not in ("Add", "Sub", "Mul", "Div") or tensor not in node.input[:2]:
-            break
-        slot = 1 if node.input[0] == tensor else 0
-        value = index.constant(node.input[slot])
-        if value is None or value.dtype.kind != "f" or value.ndim > 4 or _per_channel(value, channels) is None:
-            break
-        v = np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,))
-        if not np.all(np.isfinite(v)) or (node.op_type == "Div" and (slot == 0 or np.any(v == 0))):
-            break
-        if node.op_type == "Add":
-            shift = shift + v
-        elif node.op_type == "Mul":
-            mix, shift = mix * v[:, None], shift * v
-        elif node.op_type == "Div":
-            mix, shift = mix / v[:, None], shift / v
-        else:  # Sub: x - v, or v - x
-            mix, shift = (mix, shift - v) if slot == 1 else (-mix, v - shift)
-        nodes.append(node)
-        tensor = node.output[0]
-    return nodes, mix, shift
-
-
-def _pointwise_conv(index: GraphIndex, node: onnx.NodeProto | None, tensor: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(weight (O, C), bias (O,)) of ``node`` when it is a plain 1x1 conv (group 1) reading ``tensor``."""
-    if node is None or node.op_type != "Conv" or node.input[0] != tensor:
-        return None
-    params = _plain_conv(index, node)
-    if params is None or params[2] != 1 or params[0].shape[2:] != (1, 1):
-        return None
-    return params[0][:, :, 0, 0], params[1]
-
-
-def _plain_conv(index: GraphIndex, conv: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(float weight, bias, group) of a stride-1 conv with an odd square kernel and ``same`` padding."""
-    weight = index.constant(conv.input[1])
-    if weight is None or weight.dtype.kind != "f" or weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
-        return None
-    size = weight.shape[2]
-    pads = attribute(conv, "pads", [0, 0, 0, 0])
-    same = size % 2 == 1 and list(pads) == [size // 2] * 4  # type: ignore[arg-type]
-    flat = all(v == 1 for v in attribute(conv, "strides", [1, 1]) + attribute(conv, "dilations", [1, 1]))  # type: ignore[operator]
-    if not same or not flat or attribute(conv, "auto_pad", "NOTSET") != "NOTSET":
-        return None
-    bias = _conv_bias(index, conv, weight)
-    if bias is None:
-        return None
-    return weight.astype(np.float64), bias.astype(np.float64), int(attribute(conv, "group", 1))  # type: ignore[arg-type]
-
-
-def subpixel_kernel(kernel: np.ndarray, block: int, mode: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """The low-resolution kernel of ``Conv(kernel) o DepthToSpace(block, mode)`` and its pads (begin, end).
-
-    :param kernel: (O, C, k, k), k odd, ``same`` padding. Input channels are read in ``mode`` (CRD or
-        DCR) order of ``C * block**2`` channels; output channels come out in DCR order of ``O * block**2``.
-    """
-    out_c, in_c, size, _ = kernel.shape
-    half, r = size // 2, block
-    low, high = -((half + r - 1) // r), (r - 1 + half) // r
-    wide = np.zeros((out_c * r * r, in_c * r * r, high - low + 1, high - low + 1), kernel.dtype)
-    channels = np.arange(in_c)
-    for a in range(r):
-        for b in range(r):
-            rows = (a * r + b) * out_c + np.arange(out_c)
-            for dy in range(-half, half + 1):
-                for dx in range(-half, half + 1):
-                    t, u = a + dy, b + dx
-                    sub = (t % r) * r + (u % r)
-                    cols = channels * r * r + sub if mode == "CRD" else sub * in_c + channels
-                    wide[rows[:, None], cols[None, :], t // r - low, u // r - low] += kernel[:, :, dy + half, dx + half]
-    return wide, (-low, high)
-
-
-def _move_tail(
-    graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, convs: list[onnx.NodeProto],
-    kernel: np.ndarray, bias: np.ndarray,
-) -> None:  # fmt: skip
-    """Replace ``d2s`` and ``convs`` (the tail and any folded affine ops) by Conv' -> DepthToSpace(DCR)."""
-    block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
-    wide, (begin, end) = subpixel_kernel(kernel, block, str(attribute(d2s, "mode", "DCR")))
-    dtype = index.constant(convs[0].input[1]).dtype  # type: ignore[union-attr]  # _plain_conv checked it
-    weight_name = index.fresh_name(f"{convs[-1].name or convs[-1].output[0]}_subpixel_w")
-    bias_name = index.fresh_name(f"{weight_name}_b")
-    graph.initializer.extend([
-        onnx.numpy_helper.from_array(wide.astype(dtype), weight_name),
-        onnx.numpy_helper.from_array(np.tile(bias, block * block).astype(dtype), bias_name),
-    ])
-    low_res = index.fresh_name(f"{convs[-1].output[0]}_before_d2s")
-    conv = onnx.helper.make_node(
-        "Conv", [d2s.input[0], weight_name, bias_name], [low_res], name=f"{convs[-1].name or 'tail'}_subpixel",
-        kernel_shape=list(wide.shape[2:]), pads=[begin, begin, end, end],
-    )
-    shuffle = onnx.helper.make_node(
-        "DepthToSpace", [low_res], [convs[-1].output[0]], name=f"{d2s.name or 'd2s'}_subpixel", blocksize=block, mode="DCR"
-    )
-    _replace_nodes(graph, index, [d2s, *convs], [conv, shuffle])
-
-
-# ---------------------------------------------------------------------------------- shared helpers
-
-
-def _conv_bias(index: GraphIndex, conv: onnx.NodeProto, weight: np.ndarray) -> np.ndarray | None:
-    """The conv's constant bias, zeros when it has none, None when the bias is not a constant."""
-    if len(conv.input) > 2 and conv.input[2]:
-        return index.constant(conv.input[2])
-    return np.zeros(weight.shape[0], weight.dtype)
-
-
-def _replace_nodes(graph: onnx.GraphProto, index: GraphIndex, old: list[onnx.NodeProto], new: list[onnx.NodeProto]) -> None:
-    """Put ``new`` where the first of ``old`` stood; drop the initializers only ``old`` read and the
-    recorded shapes of tensors that no node produces any more (``index``: the graph before the edit)."""
-    position = min(list(graph.node).index(node) for node in old)
-    gone = {out for node in old for out in node.output} - {out for node in new for out in node.output}
-    constants = {name for node in old for name in node.input if name}
-    for node in old:
-        graph.node.remove(node)
-    for offset, node in enumerate(new):
-        graph.node.insert(position + offset, node)
-    for name in constants:
-        if index.use_count(name) == 1 and name in index.initializers:
-            graph.initializer.remove(index.initializers[name])
-    for info in [v for v in graph.value_info if v.name in gone]:
-        graph.value_info.remove(info)
+    replace_nodes(graph, index, [conv, prelu], nodes)
 
 
 # ------------------------------------------------------------------------------------- driver
