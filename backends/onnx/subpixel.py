@@ -85,8 +85,8 @@ def _trailing_affine(index: GraphIndex, tensor: str, channels: int) -> tuple[lis
         node = index.only_consumer(tensor)
         pointwise = _pointwise_conv(index, node, tensor)
         if pointwise is not None:
-            weight, conv_bias = pointwise
-            mix, shift = weight @ mix, weight @ shift + conv_bias
+            weight, offset = pointwise
+            mix, shift = weight @ mix, weight @ shift + offset
             channels = weight.shape[0]
             nodes.append(node)  # type: ignore[arg-type]
             tensor = node.output[0]  # type: ignore[union-attr]

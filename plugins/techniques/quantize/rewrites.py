@@ -179,10 +179,8 @@ def _foldable_consumers(gm: GraphModule, prelu: Node) -> list[Node] | None:
     channels = prelu.meta["val"].shape[1]
     users = list(prelu.users)
     for user in users:
-        if user.target != _aten.conv2d.default or user.args[0] is not prelu or prelu in user.args[1:]:
-            return None
-        weight = _attr(gm, user.args[1])
-        if weight is None or len(user.args[1].users) != 1:
+        weight = _own_weight_if_conv_of(gm, user, prelu)
+        if weight is None:
             return None
         if _has_bias(user) and _bias(gm, user) is None:
             return None
@@ -199,12 +197,18 @@ def _dense_reader(gm: GraphModule, depthwise: Node) -> Node | None:
     if len(users) != 1:
         return None
     reader = users[0]
-    if reader.target != _aten.conv2d.default or reader.args[0] is not depthwise or depthwise in reader.args[1:]:
-        return None
-    weight = _attr(gm, reader.args[1])
-    if weight is None or len(reader.args[1].users) != 1 or _conv_params(reader)[1] != 1:
+    if _own_weight_if_conv_of(gm, reader, depthwise) is None or _conv_params(reader)[1] != 1:
         return None
     return reader
+
+
+def _own_weight_if_conv_of(gm: GraphModule, node: Node, source: Node) -> torch.Tensor | None:
+    """The weight of ``node`` when it is a conv reading ``source`` as its input (only there) with a
+    constant weight no other node uses (so it can be rewritten in place); else None."""
+    if node.target != _aten.conv2d.default or node.args[0] is not source or source in node.args[1:]:
+        return None
+    weight = _attr(gm, node.args[1])
+    return weight if weight is not None and len(node.args[1].users) == 1 else None
 
 
 def _slopes(gm: GraphModule, prelu: Node) -> torch.Tensor:
