@@ -136,8 +136,9 @@ def test_check_goals_reports_margins(bench: ModuleType) -> None:
         _row(bench, "ours: 4:int8 INT8", precision="int8", ort=120.0, niqe=(6.40, 5.60), psnr=(27.60, 25.60)),
     ]
     goals = bench.check_goals(rows)
-    assert goals[0].startswith("- Speed fp32") and "MET: ours: 3:recover 120 ms = 0.40x" in goals[0] and "margin 0.10x" in goals[0]
-    assert "MISSED: ours: 4:int8 INT8 120 ms = 0.40x" in goals[1] and "over by 0.05x" in goals[1]
+    assert goals[0].startswith("- Speed fp32") and "MET: ours: 3:recover 120 ms = 0.400x" in goals[0] and "margin 0.100x" in goals[0]
+    assert "MISSED: ours: 4:int8 INT8 120 ms = 0.400x" in goals[1] and "over by 0.050x" in goals[1]
+    assert "per round" not in goals[0]  # no rounds recorded
     niqe14 = [g for g in goals if g.startswith("- NIQE Set14")]
     assert "(<= 5.66)" in niqe14[0] and "MISSED: ours: 3:recover 5.80 (+0.14)" in niqe14[0]
     assert "MET: ours: 4:int8 INT8 5.60 (-0.06)" in niqe14[1]
@@ -145,6 +146,18 @@ def test_check_goals_reports_margins(bench: ModuleType) -> None:
     assert "MISSED: ours: 3:recover 25.50 (-0.07)" in psnr14[0]
     floor = [g for g in goals if g.startswith("- F2SRGAN deployed")][0]
     assert "= 9 ms" in floor and f"{400 / (2e9 / 220e9 * 1e3):.2f}x the floor" in floor
+
+
+def test_check_goals_reports_the_per_round_ratios(bench: ModuleType) -> None:
+    light = _row(bench, bench.LIGHT, ort=300.0)
+    light.ort_rounds = [300.0, 250.0, 400.0, 300.0]
+    ours = _row(bench, "ours: 5:int8 INT8", precision="int8", ort=106.0)
+    ours.ort_rounds = [106.0, 80.0, 150.0, 90.0]  # per round: 0.353, 0.32, 0.375, 0.3
+    goals = bench.check_goals([light, ours])
+    assert "MISSED: ours: 5:int8 INT8 106 ms = 0.353x (goal 0.35x = 105 ms; over by 0.003x)" in goals[1]
+    assert goals[1].endswith("; per round: median 0.337x, range 0.300-0.375x, 2 of 4 rounds within the goal")
+    ours.ort_rounds = ours.ort_rounds[:3]  # rounds that do not pair with Light's: no spread
+    assert "per round" not in bench.check_goals([light, ours])[1]
 
 
 def test_check_goals_without_a_run_gives_the_thresholds(bench: ModuleType) -> None:
