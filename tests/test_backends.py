@@ -134,7 +134,8 @@ def test_onnx_backend_from_module_fp32_rewritten_and_exact(tiny: TinySR) -> None
     # the 8 -> 32 conv before the PReLU is narrow: two convs; the 8 -> 3 tail moves before the shuffle
     # (3 < 8 channels); that shuffle becomes a ConvTranspose
     assert applied == [
-        ("activation_before_d2s", 1), ("prelu_two_convs", 1), ("prelu_to_max", 0), ("subpixel_tail", 1), ("d2s_conv_transpose", 1)
+        ("activation_before_d2s", 1), ("prelu_flip_steep", 0), ("prelu_two_convs", 1), ("prelu_to_max", 0),
+        ("subpixel_tail", 1), ("d2s_conv_transpose", 1),
     ]  # fmt: skip
     assert all(r["max_abs_diff"] <= 1e-6 for r in meta["rewrites"])
     ops = [n.op_type for n in deployed.proto.graph.node]
@@ -219,6 +220,77 @@ def test_prelu_two_convs_on_a_narrow_conv_only(in_channels: int, slopes: list[fl
         assert {n for n in weights} == {"w_linear", "w_linear_b", "w_relu", "w_relu_b"}
         original = numpy_helper.to_array(model.graph.initializer[0])[:, 0, 0, 0]
         assert np.allclose(weights["w_linear"][:, 0, 0, 0] + weights["w_relu"][:, 0, 0, 0], original)
+
+
+def _steep_prelu_graph(slope: np.ndarray, *, bias: bool = True, reader: str = "conv") -> onnx.ModelProto:
+    """Conv 1x1 (4 -> 8) -> PRelu(slope) -> [depthwise 3x3, grouped 1x1 (2 groups)] -> Add.
+
+    ``reader="add"``: the PRelu's output also feeds the Add directly (a reader that is not a conv)."""
+    rng = np.random.default_rng(5)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 4, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "dw"),
+        numpy_helper.from_array(rng.standard_normal((8, 4, 1, 1)).astype(np.float32), "gw"),
+        numpy_helper.from_array(slope.astype(np.float32), "s"),
+    ] + ([numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")] if bias else [])
+    nodes = [
+        oh.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["y"], name="pw"),
+        oh.make_node("PRelu", ["y", "s"], ["z"], name="act"),
+        oh.make_node("Conv", ["z", "dw"], ["d"], name="depthwise", group=8, pads=[1, 1, 1, 1]),
+        oh.make_node("Conv", ["z", "gw"], ["g"], name="grouped", group=2),
+        oh.make_node("Add", ["d", "g" if reader == "conv" else "z"], ["out"]),
+    ]
+    graph = oh.make_graph(
+        nodes, "steep", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "h", "w"])],
+        [oh.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+
+
+_MIXED = np.array([0.25, 1.5, -0.5, 1.0, 3.0, 0.0, 1.25, 0.9], np.float32).reshape(1, 8, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("slope", "bias"), [(_MIXED, True), (_MIXED, False), (np.array(2.0, np.float32), True)], ids=["mixed", "no-bias", "scalar"]
+)
+def test_prelu_flip_steep_lets_two_convs_take_mixed_slopes(slope: np.ndarray, bias: bool) -> None:
+    model = _steep_prelu_graph(slope, bias=bias)
+    out, reports = apply_rewrites(model, ["prelu_flip_steep", "prelu_two_convs"], _feeds(1, 4, 5, 6) - 0.5)
+    assert [(r.name, r.applied) for r in reports] == [("prelu_flip_steep", 1), ("prelu_two_convs", 1)]
+    assert "PRelu" not in [n.op_type for n in out.graph.node]
+    feeds = np.random.default_rng(6).standard_normal((1, 4, 9, 7)).astype(np.float32)
+    diff, peak = max_output_difference(model, out, feeds)
+    assert diff <= 1e-5 * peak and peak > 1
+    # the flip alone: slopes > 1 become 1 / a, their channels negated in the producer, -a in the readers
+    flipped, _ = apply_rewrites(model, ["prelu_flip_steep"], None)
+    values = {i.name: numpy_helper.to_array(i) for i in flipped.graph.initializer}
+    index = GraphIndex(flipped.graph)
+    act = next(n for n in flipped.graph.node if n.op_type == "PRelu")
+    slopes = np.broadcast_to(slope.reshape(-1), (8,))
+    steep = slopes > 1
+    new = index.constant(act.input[1])
+    assert new.shape == ((1, 8, 1, 1) if slope.size == 8 else (8, 1, 1))
+    np.testing.assert_allclose(new.reshape(-1), np.where(steep, 1 / np.where(steep, slopes, 1), slopes), rtol=1e-6)
+    original = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    sign = np.where(steep, -1, 1)
+    np.testing.assert_array_equal(values["w"][:, 0, 0, 0], original["w"][:, 0, 0, 0] * sign)
+    np.testing.assert_allclose(values["dw"][:, 0, 1, 1], original["dw"][:, 0, 1, 1] * np.where(steep, -slopes, 1), rtol=1e-6)
+    factor = np.where(steep, -slopes, 1).reshape(2, 4)  # grouped conv: output o reads inputs 4 * (o // 4) + j
+    np.testing.assert_allclose(values["gw"][:, :, 0, 0], original["gw"][:, :, 0, 0] * np.repeat(factor, 4, axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("slope", "reader"),
+    [(np.array([0.25, -0.5, 1.0, 0.0, 0.9, 0.1, 0.2, 0.3], np.float32).reshape(8, 1, 1), "conv"), (_MIXED, "add")],
+    ids=["no-steep-slope", "read-by-an-add"],
+)
+def test_prelu_flip_steep_leaves_other_sites(slope: np.ndarray, reader: str) -> None:
+    model = _steep_prelu_graph(slope, reader=reader)
+    out, reports = apply_rewrites(model, ["prelu_flip_steep"], _feeds(1, 4, 5, 6) - 0.5)
+    assert reports[0].applied == 0
+    assert [numpy_helper.to_array(i).tobytes() for i in out.graph.initializer] == [
+        numpy_helper.to_array(i).tobytes() for i in model.graph.initializer
+    ]
 
 
 def _conv_chain_graph(*, shared: bool = False) -> onnx.ModelProto:

@@ -11,7 +11,8 @@ checked by running the graph before and after it in ONNX Runtime (:func:`apply_r
   any per-channel constants in between). Not a default any more (``d2s_conv_transpose`` is faster).
 - ``d2s_conv_transpose``: a float ``DepthToSpace`` becomes a grouped ``ConvTranspose`` with 0/1
   weights (~3x faster in ONNX Runtime, equal values for finite inputs).
-- ``prelu_two_convs`` / ``subpixel_tail``: see their docstrings.
+- ``prelu_flip_steep`` / ``prelu_two_convs`` (in :mod:`~srcompress.backends.onnx.prelu`) and
+  ``subpixel_tail`` (in :mod:`~srcompress.backends.onnx.subpixel`): see their docstrings.
 - ``prelu_to_max``: ``PRelu(x, s)`` with constant slopes all <= 1 becomes ``Max(x, s * x)`` (all >= 1:
   ``Min``): the same values bit for bit (each output is either ``x`` or ``s * x``), and ONNX Runtime's
   broadcast Mul + Max run ~3.6x faster than its per-channel PRelu kernel (58 vs 16 ms on
@@ -26,19 +27,22 @@ import numpy as np
 import onnx
 from attrs import define
 
-from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, per_channel, replace_nodes, topological_sort
+from srcompress.backends.onnx.graph import GraphIndex, attribute, per_channel, replace_nodes, topological_sort
+from srcompress.backends.onnx.prelu import TWO_CONVS_MAX_FAN_IN, prelu_flip_steep, prelu_to_max, prelu_two_convs
 from srcompress.backends.onnx.subpixel import subpixel_kernel, subpixel_tail
 from srcompress.errors import DeployError
 
 __all__ = [
     "PERMUTED_KEY",
     "REWRITES",
+    "TWO_CONVS_MAX_FAN_IN",
     "RewriteReport",
     "activation_before_d2s",
     "apply_rewrites",
     "crd_to_dcr_permutation",
     "d2s_conv_transpose",
     "d2s_dcr",
+    "prelu_flip_steep",
     "prelu_to_max",
     "prelu_two_convs",
     "max_output_difference",
@@ -353,123 +357,13 @@ def _hoist(graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, act: 
         graph.value_info.remove(v)
 
 
-# ------------------------------------------------------------------------------------ prelu_to_max
-
-
-def prelu_to_max(model: onnx.ModelProto) -> int:
-    """Replace each PRelu with constant slopes all <= 1 (or all >= 1) by Mul + Max (Min). Returns the count."""
-    index = GraphIndex(model.graph)
-    nodes: list[onnx.NodeProto] = []
-    count = 0
-    for node in model.graph.node:
-        slope = index.constant(node.input[1]) if node.op_type == "PRelu" else None
-        pick = None if slope is None else ("Max" if np.all(slope <= 1) else "Min" if np.all(slope >= 1) else None)
-        if pick is None:  # not a PRelu, a variable slope, mixed slopes (or NaN): kept
-            nodes.append(node)
-            continue
-        x, out, name = node.input[0], node.output[0], node.name or node.output[0]
-        scaled = index.fresh_name(f"{out}_scaled")
-        index.consumers[scaled].append(node)  # reserve the name
-        nodes.append(onnx.helper.make_node("Mul", [x, node.input[1]], [scaled], name=f"{name}_mul"))
-        nodes.append(onnx.helper.make_node(pick, [x, scaled], [out], name=f"{name}_{pick.lower()}"))
-        count += 1
-    if count:
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-    return count
-
-
-# ---------------------------------------------------------------------------------- prelu_two_convs
-
-#: prelu_two_convs applies where the conv before the PRelu reads at most this many inputs per output
-#: (input channels per group x kernel area): there, computing the conv twice costs less than the
-#: PRelu's elementwise passes and layout reorders in ONNX Runtime's blocked (NCHWc) CPU kernels.
-#: Measured (ORT CPU, 2 threads, 320x180): at 64 (every 1x1 conv of the F2SRGAN family) F2SRGAN runs
-#: 0.89x, Light F2SRGAN 0.82x, the pruned Light student 0.84x the time of prelu_to_max alone.
-TWO_CONVS_MAX_FAN_IN = 64
-
-
-def prelu_two_convs(model: onnx.ModelProto) -> int:
-    """Replace ``Conv(x, W, b) -> PRelu(a)`` (all a <= 1) by two convs that ONNX Runtime fuses. Returns the count.
-
-    ``prelu(y) = a * y + relu((1 - a) * y)`` for ``1 - a >= 0``, and both terms are convs of ``x``:
-    ``Conv(x, a W, a b) + Relu(Conv(x, (1 - a) W, (1 - a) b))``. ONNX Runtime fuses the Relu into
-    its conv and the Add into the other conv's sum input, so no elementwise pass is left. Applied
-    only where the conv is narrow (fan-in <= :data:`TWO_CONVS_MAX_FAN_IN`: the 1x1 convs of separable
-    convs with up to 64 channels); elsewhere ``prelu_to_max`` handles the PRelu.
-    """
-    index = GraphIndex(model.graph)
-    count = 0
-    for prelu in [n for n in model.graph.node if n.op_type == "PRelu"]:
-        site = _two_conv_site(index, prelu)
-        if site is None:
-            continue
-        conv, weight, bias, slope = site
-        _split_into_two_convs(model.graph, index, prelu, conv, weight, bias, slope)
-        count += 1
-    if count:
-        topological_sort(model.graph)
-    return count
-
-
-def _two_conv_site(index: GraphIndex, prelu: onnx.NodeProto) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray, np.ndarray] | None:
-    conv = index.producer.get(prelu.input[0])
-    slope = index.constant(prelu.input[1])
-    if conv is None or conv.op_type != "Conv" or slope is None or index.only_consumer(conv.output[0]) is not prelu:
-        return None
-    weight = index.constant(conv.input[1])
-    if weight is None or weight.dtype.kind != "f" or weight.ndim != 4 or int(np.prod(weight.shape[1:])) > TWO_CONVS_MAX_FAN_IN:
-        return None
-    per = slope.reshape(-1)
-    if per.size not in (1, weight.shape[0]) or (per.size > 1 and per_channel(slope, weight.shape[0]) is None) or not np.all(per <= 1):
-        return None
-    bias = conv_bias(index, conv, weight)
-    if bias is None:
-        return None
-    return conv, weight, bias, np.broadcast_to(per, (weight.shape[0],)).astype(weight.dtype)
-
-
-def _split_into_two_convs(
-    graph: onnx.GraphProto, index: GraphIndex, prelu: onnx.NodeProto, conv: onnx.NodeProto,
-    weight: np.ndarray, bias: np.ndarray, slope: np.ndarray,
-) -> None:  # fmt: skip
-    keep = (1 - slope).astype(weight.dtype)
-    names = {}
-    for tag, factor in (("linear", slope), ("relu", keep)):
-        w = index.fresh_name(f"{conv.input[1]}_{tag}")
-        b = index.fresh_name(f"{w}_b")
-        graph.initializer.extend([
-            onnx.numpy_helper.from_array((weight * factor[:, None, None, None]).astype(weight.dtype), w),
-            onnx.numpy_helper.from_array((bias * factor).astype(weight.dtype), b),
-        ])
-        index.consumers[w].append(conv)  # reserve the names
-        index.consumers[b].append(conv)
-        names[tag] = (w, b, index.fresh_name(f"{prelu.output[0]}_{tag}"))
-        index.consumers[names[tag][2]].append(conv)
-    convs = {}
-    for tag in ("linear", "relu"):
-        w, b, out = names[tag]
-        convs[tag] = onnx.helper.make_node("Conv", [conv.input[0], w, b], [out], name=f"{conv.name or conv.output[0]}_{tag}")
-        convs[tag].attribute.extend(conv.attribute)
-    relu_out = index.fresh_name(f"{prelu.output[0]}_relu_act")
-    index.consumers[relu_out].append(conv)
-    # relu branch first and as the Add's first input: ORT then fuses the Add into the linear conv's
-    # sum input (measured 62.5 vs 68 ms for the other order on a 16 -> 64 conv at 360 x 640)
-    nodes = [
-        convs["relu"],
-        onnx.helper.make_node("Relu", [names["relu"][2]], [relu_out], name=f"{prelu.name or prelu.output[0]}_relu"),
-        convs["linear"],
-        onnx.helper.make_node("Add", [relu_out, names["linear"][2]], [prelu.output[0]], name=f"{prelu.name or prelu.output[0]}_sum"),
-    ]
-    replace_nodes(graph, index, [conv, prelu], nodes)
-
-
 # ------------------------------------------------------------------------------------- driver
 
 REWRITES: dict[str, Callable[[onnx.ModelProto], int]] = {
     "activation_before_d2s": activation_before_d2s,
     "d2s_dcr": d2s_dcr,
     "d2s_conv_transpose": d2s_conv_transpose,
+    "prelu_flip_steep": prelu_flip_steep,
     "prelu_to_max": prelu_to_max,
     "prelu_two_convs": prelu_two_convs,
     "subpixel_tail": subpixel_tail,
