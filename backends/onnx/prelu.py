@@ -60,17 +60,18 @@ def _rewrite_each(
 
 
 @define(frozen=True)
-class _SteepSite:
-    conv: onnx.NodeProto  # produces the PRelu's input, read by nothing else
-    weight: np.ndarray  # its weight (O, C/g, kh, kw)
-    bias: np.ndarray  # its bias (O,), zeros when it has none
-    readers: list[onnx.NodeProto]  # the convs reading the PRelu's output
-    slopes: np.ndarray  # (O,)
-    slope_shape: tuple[int, ...]  # the shape the PRelu's new slopes take
+class _ConvPRelu:
+    """``Conv -> PRelu`` with constant float weights, bias and slopes, the conv read only by the PRelu."""
+
+    conv: onnx.NodeProto
+    weight: np.ndarray  # (O, C/g, kh, kw)
+    bias: np.ndarray  # (O,), zeros when the conv has none
+    slopes: np.ndarray  # (O,), in the weight's dtype
+    slope_shape: tuple[int, ...]  # the PRelu's per-channel slope shape ((O, 1, 1) for a scalar slope)
 
 
-def _steep_site(index: GraphIndex, prelu: onnx.NodeProto) -> _SteepSite | None:
-    """The site around ``prelu`` when it has slopes > 1 that can be flipped, else None."""
+def _conv_prelu(index: GraphIndex, prelu: onnx.NodeProto) -> _ConvPRelu | None:
+    """The conv feeding ``prelu`` with its constants, when both are plain enough to rewrite; else None."""
     conv, slope = index.producer.get(prelu.input[0]), index.constant(prelu.input[1])
     if conv is None or conv.op_type != "Conv" or slope is None or index.only_consumer(conv.output[0]) is not prelu:
         return None
@@ -82,13 +83,24 @@ def _steep_site(index: GraphIndex, prelu: onnx.NodeProto) -> _SteepSite | None:
     if slope.size != 1 and per_channel(slope, channels) is not True:
         return None
     slopes = np.broadcast_to(slope.reshape(-1), (channels,)).astype(weight.dtype)
-    readers = index.consumers.get(prelu.output[0], [])
-    if not np.any(slopes > 1) or prelu.output[0] in index.outputs or not readers:
-        return None
-    if not all(_reads_as_data(index, r, prelu.output[0], channels) for r in readers):
-        return None
     shape = slope.shape if slope.size == channels else (channels, 1, 1)
-    return _SteepSite(conv, weight, bias, readers, slopes, tuple(shape))
+    return _ConvPRelu(conv, weight, bias, slopes, tuple(shape))
+
+
+_SteepSite = tuple[_ConvPRelu, list[onnx.NodeProto]]  # and the convs reading the PRelu's output
+
+
+def _steep_site(index: GraphIndex, prelu: onnx.NodeProto) -> _SteepSite | None:
+    """The site around ``prelu`` when it has slopes > 1 that can be flipped, else None."""
+    found = _conv_prelu(index, prelu)
+    if found is None or not np.any(found.slopes > 1):
+        return None
+    readers = index.consumers.get(prelu.output[0], [])
+    if prelu.output[0] in index.outputs or not readers:
+        return None
+    if not all(_reads_as_data(index, r, prelu.output[0], len(found.slopes)) for r in readers):
+        return None
+    return found, readers
 
 
 def _float_kernel(index: GraphIndex, conv: onnx.NodeProto) -> np.ndarray | None:
@@ -105,7 +117,8 @@ def _reads_as_data(index: GraphIndex, node: onnx.NodeProto, tensor: str, channel
     return weight is not None and weight.shape[1] * int(attribute(node, "group", 1)) == channels  # type: ignore[call-overload]
 
 
-def _flip(index: GraphIndex, prelu: onnx.NodeProto, site: _SteepSite) -> None:
+def _flip(index: GraphIndex, prelu: onnx.NodeProto, found: _SteepSite) -> None:
+    site, readers = found
     steep = site.slopes > 1
     sign = np.where(steep, -1, 1).astype(site.weight.dtype)
     index.replace_initializer(site.conv, 1, site.weight * sign[:, None, None, None], "flipped")
@@ -114,7 +127,7 @@ def _flip(index: GraphIndex, prelu: onnx.NodeProto, site: _SteepSite) -> None:
     flipped = np.where(steep, 1 / np.where(steep, site.slopes, 1), site.slopes).astype(site.slopes.dtype)
     index.replace_initializer(prelu, 1, flipped.reshape(site.slope_shape), "flipped")
     factor = np.where(steep, -site.slopes, 1).astype(site.slopes.dtype)
-    for reader in site.readers:
+    for reader in readers:
         kernel = _float_kernel(index, reader)
         assert kernel is not None  # checked by _reads_as_data
         groups = int(attribute(reader, "group", 1))  # type: ignore[call-overload]
@@ -174,27 +187,16 @@ def prelu_two_convs(model: onnx.ModelProto) -> int:
     return count
 
 
-def _two_conv_site(index: GraphIndex, prelu: onnx.NodeProto) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray, np.ndarray] | None:
-    conv = index.producer.get(prelu.input[0])
-    slope = index.constant(prelu.input[1])
-    if conv is None or conv.op_type != "Conv" or slope is None or index.only_consumer(conv.output[0]) is not prelu:
+def _two_conv_site(index: GraphIndex, prelu: onnx.NodeProto) -> _ConvPRelu | None:
+    """The conv and PRelu when the conv is narrow and every slope is at most 1, else None."""
+    found = _conv_prelu(index, prelu)
+    if found is None or int(np.prod(found.weight.shape[1:])) > TWO_CONVS_MAX_FAN_IN or not np.all(found.slopes <= 1):
         return None
-    weight = index.constant(conv.input[1])
-    if weight is None or weight.dtype.kind != "f" or weight.ndim != 4 or int(np.prod(weight.shape[1:])) > TWO_CONVS_MAX_FAN_IN:
-        return None
-    per = slope.reshape(-1)
-    if per.size not in (1, weight.shape[0]) or (per.size > 1 and per_channel(slope, weight.shape[0]) is None) or not np.all(per <= 1):
-        return None
-    bias = conv_bias(index, conv, weight)
-    if bias is None:
-        return None
-    return conv, weight, bias, np.broadcast_to(per, (weight.shape[0],)).astype(weight.dtype)
+    return found
 
 
-def _split_into_two_convs(
-    index: GraphIndex, prelu: onnx.NodeProto, site: tuple[onnx.NodeProto, np.ndarray, np.ndarray, np.ndarray]
-) -> None:
-    conv, weight, bias, slope = site
+def _split_into_two_convs(index: GraphIndex, prelu: onnx.NodeProto, site: _ConvPRelu) -> None:
+    conv, weight, bias, slope = site.conv, site.weight, site.bias, site.slopes
     graph = index.graph
     keep = (1 - slope).astype(weight.dtype)
     names = {}
