@@ -186,6 +186,24 @@ def test_prelu_to_max_is_bit_exact_or_skipped(slopes: list[float], ops: list[str
     assert max_output_difference(model, out, feeds)[0] == 0.0
 
 
+def test_rewrite_check_runs_the_graphs_unoptimized(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ORT's Q/DQ fusions round differently per pattern: an INT8 student's PRelu -> Mul + Max moved
+    # its optimized output by one quantization step (0.013) though the ONNX semantics are unchanged.
+    import onnxruntime as ort
+
+    levels = []
+    real = ort.InferenceSession
+
+    def recording(proto: bytes, options: ort.SessionOptions, **kwargs: object) -> ort.InferenceSession:
+        levels.append(options.graph_optimization_level)
+        return real(proto, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    model = _prelu_graph(np.array([0.1, 0.2, 0.3, 0.4], np.float32).reshape(4, 1, 1))
+    apply_rewrites(model, ["prelu_to_max"], _feeds(1, 4, 5, 6) - 0.5)
+    assert levels == [ort.GraphOptimizationLevel.ORT_DISABLE_ALL] * 2
+
+
 def _conv_prelu_graph(in_channels: int, slopes: list[float]) -> onnx.ModelProto:
     rng = np.random.default_rng(2)
     out = len(slopes)

@@ -371,11 +371,18 @@ REWRITES: dict[str, Callable[[onnx.ModelProto], int]] = {
 
 
 def max_output_difference(before: onnx.ModelProto, after: onnx.ModelProto, feeds: np.ndarray) -> tuple[float, float]:
-    """(max abs difference, max abs value of ``before``) of the first outputs on ``feeds`` (ORT CPU)."""
+    """(max abs difference, max abs value of ``before``) of the first outputs on ``feeds`` (ORT CPU).
+
+    Both graphs run with ONNX Runtime's graph optimizations off: the check is of the ONNX semantics a
+    rewrite must keep. With them on, ORT fuses a Q/DQ graph's patterns into int8 kernels that round
+    differently per pattern (a PRelu rewritten to Mul + Max moved an INT8 student's output by one
+    quantization step, 0.013, though both graphs give the same result unoptimized).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     outs = []
     for proto in (before, after):
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
