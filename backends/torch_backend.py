@@ -18,7 +18,7 @@ from attrs import define
 from torch import nn
 
 from srcompress.config import one_of, option
-from srcompress.deploy import apply_export_forms, find_export_forms, first_diverging_layer, package_versions
+from srcompress.deploy import apply_export_forms, find_export_forms, first_diverging_layer, fp32_math, package_versions
 from srcompress.entries import BackendEntry
 from srcompress.errors import DeployError
 from srcompress.hookspecs import hookimpl
@@ -55,6 +55,10 @@ class TorchConfig:
         validator=one_of(("auto", "dft_op", "fft_free")),
     )
     dynamic: bool = option(True, help="Saved program accepts any batch, height and width (else the example's shape).")
+    tf32: bool = option(
+        False, help="fp32 on a CUDA GPU: let convs and matmuls round inputs to TF32 (Ampere and newer; faster, errors "
+        "~1e-3 on [0, 1] images). false: IEEE fp32 (PyTorch's cuDNN default is TF32).",
+    )  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,7 +91,7 @@ class TorchDeployed:
         x = lr.to(device=self.device, dtype=self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), fp32_math(tf32=self.config.tf32):
             out = self.runner(x)
         return out.float().contiguous().to(lr.device)
 

@@ -14,6 +14,7 @@ Images are float32 RGB NCHW tensors in [0, 1] everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -22,7 +23,7 @@ import os
 import platform
 import statistics
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ __all__ = [
     "first_diverging_layer",
     "format_issues",
     "format_table",
+    "fp32_math",
     "measure_deployed",
     "module_device",
     "package_versions",
@@ -224,10 +226,30 @@ def _photo(size: tuple[int, int]) -> torch.Tensor | None:
     return torch.nn.functional.interpolate(img, size=size, mode="area").clamp(0, 1)
 
 
+@contextlib.contextmanager
+def fp32_math(*, tf32: bool) -> Iterator[None]:
+    """CUDA fp32 convs and matmuls in TF32 (``tf32``) or IEEE fp32 inside the block; the previous settings after."""
+    conv, matmul = getattr(torch.backends.cudnn, "conv", None), torch.backends.cuda.matmul
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        before = (conv.fp32_precision, matmul.fp32_precision)
+        conv.fp32_precision = matmul.fp32_precision = "tf32" if tf32 else "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision, matmul.fp32_precision = before
+        return
+    before = (torch.backends.cudnn.allow_tf32, matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = before
+
+
 def reference_output(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
-    """The torch output of ``model`` for ``lr``, run in eval mode and fp32 on the model's device; on CPU."""
+    """The torch output of ``model`` for ``lr``, run in eval mode and IEEE fp32 on the model's device; on CPU."""
     device = module_device(model)
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), fp32_math(tf32=False):
         out = model(lr.to(device=device, dtype=torch.float32))
     return out.detach().float().cpu()
 
@@ -329,7 +351,7 @@ def capture_outputs(
         x = lr.to(device=module_device(model), dtype=dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with eval_mode(model), torch.inference_mode():
+        with eval_mode(model), torch.inference_mode(), fp32_math(tf32=False):
             model(x)
     finally:
         for h in handles:

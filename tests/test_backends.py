@@ -622,3 +622,29 @@ def test_pt2e_quantized_module_deploys_as_int8_qdq() -> None:
     assert deployed.metadata["qdq"]["dequantize"] > 0 and depth_to_space_modes(deployed.proto) == ["CRD"]
     result = verify(deployed, quantized, verification_inputs(torch.rand(1, 3, 12, 16)), tolerance=5e-2)
     assert 0 < result.max_abs < 1e-2  # vs the fake-quantized torch model
+
+
+def test_fp32_math_sets_ieee_or_tf32_inside_and_restores_after() -> None:
+    from srcompress.deploy import fp32_math
+
+    conv = torch.backends.cudnn.conv
+    before = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    with fp32_math(tf32=False):
+        assert (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == ("ieee", "ieee")
+    with fp32_math(tf32=True):
+        assert (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == ("tf32", "tf32")
+    assert (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_backend_fp32_on_cuda_matches_the_cpu_model_unless_tf32() -> None:
+    # PyTorch's cuDNN convs default to TF32 on Ampere and newer: 2.4e-3 off on the released Light F2SRGAN (H100)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.PReLU(64), nn.Conv2d(64, 48, 3, padding=1), nn.PixelShuffle(4)).eval()
+    lr = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    reference = model(lr)
+    errors = {}
+    for tf32 in (False, True):
+        deployed = compile_torch(model, lr, TorchConfig(device="cuda", tf32=tf32))
+        errors[tf32] = float((deployed(lr) - reference).abs().max())
+    assert errors[False] < 1e-5, errors
+    assert errors[True] > 1e-5, errors  # TF32 really was used when asked for
