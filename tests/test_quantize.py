@@ -357,3 +357,14 @@ def test_count_params_of_a_quantized_graph_counts_its_weights() -> None:
     quantized, _ = quantize_model(model, QuantizeConfig(), [torch.rand(2, 3, 8, 8)])
     # the converted graph holds the weights as int8 tensor attributes read through dequantize ops
     assert count_params(quantized)[0] == float_params
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_quantize_a_cuda_model_with_cpu_calibration_batches(ort_int8: tuple[nn.Module, dict, onnx.ModelProto]) -> None:
+    # a CUDA recipe keeps its model on the GPU; the calibration patches come from the CPU data loader
+    on_gpu = tiny_f2srgan().cuda()
+    model, facts = quantize_model(on_gpu, QuantizeConfig(), batches(), keep_float=tuple(f2srgan_hints(on_gpu).keep_float))
+    assert facts["calibration_batches"] == 3 and facts["quantized_ops"] == ort_int8[1]["quantized_ops"]
+    lr = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(5))
+    gpu_out = _ort(export_qdq_onnx(model, lr), lr)
+    assert float(np.abs(gpu_out - _ort(ort_int8[2], lr)).max()) < ORT_TOLERANCE

@@ -20,6 +20,7 @@ import onnx
 import torch
 from attrs import define
 
+from srcompress.deploy import module_device
 from srcompress.errors import DeployError
 
 __all__ = ["INT8_KERNELS", "Int8Report", "export_qdq_onnx", "int8_ops", "quantizer_zero_points", "save_onnx"]
@@ -36,9 +37,10 @@ _FLOAT_COMPUTE = ("Conv", "FusedConv", "MatMul", "Gemm", "PRelu", "DepthToSpace"
 def export_qdq_onnx(model: torch.nn.Module, example: torch.Tensor, *, opset: int = 18, dynamic: bool = True) -> onnx.ModelProto:
     """ONNX Q/DQ graph of a converted PT2E model (input ``lr``, output ``sr``), checked by ``onnx.checker``.
 
-    :param example: (N, 3, H, W) float32 in [0, 1].
+    :param example: (N, 3, H, W) float32 in [0, 1] (moved to the model's device).
     :raises DeployError: when the exporter fails (first line of its message).
     """
+    example = example.to(module_device(model))
     dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     if dynamic and example.shape[0] < 2:
         example = example.expand(2, -1, -1, -1).contiguous()

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from srcompress.data import PatchDataset
-from srcompress.deploy import apply_export_forms, find_export_forms
+from srcompress.deploy import apply_export_forms, find_export_forms, module_device
 from srcompress.training import TrainingHook, fit
 
 from .cast import cast_model
@@ -86,16 +86,19 @@ def quantize_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Quantize ``model`` (float32 NCHW [0, 1] -> SR) as ``config`` says; returns (model, facts).
 
-    :param batches: calibration LR batches (at least one for int8/int16 unless QAT fine-tunes).
+    :param batches: calibration LR batches (at least one for int8/int16 unless QAT fine-tunes), on any
+        device: they are moved to the model's.
     :param keep_float: module names of the model's ``keep_float`` hints.
     :param finetune: QAT only: ``callable(QATModule) -> nn.Module`` running the training loop.
     """
     if not config.integer:
         return cast_model(model, config.dtype, keep_float), {"float_modules": list(keep_float)}
     work = copy.deepcopy(model).eval()
+    device = module_device(work)  # a CUDA recipe's model stays on its GPU; the patches come from the CPU
+    batches = [b.to(device) for b in batches]
     forms = find_export_forms(work)
     work = explicit_padding(apply_export_forms(work, enabled=bool(forms)))
-    example = batches[0][:2] if batches else torch.rand(2, 3, 16, 16)
+    example = batches[0][:2] if batches else torch.rand(2, 3, 16, 16, device=device)
     work, untied = untie_shared(work, example)
     floats = float_module_names(work, example, hinted=keep_float, patterns=config.keep_float, first_last=config.float_first_last)
     qat = config.mode == "qat"
