@@ -226,7 +226,7 @@ def _report(args, rows, table, verify_lines, preflight_table, export_s, total_s,
             "",
             "Not measured here: TensorRT (it cannot be installed on any machine of this project; the backend is "
             "written against the TensorRT 10/11 API and only its graph preparation and pre-flight run here), "
-            "and GPU latencies (no GPU was lent to this task).",
+            "and GPU latencies (see docs/benchmarks_gpu.md: the torch backend on a lent GPU).",
             "",
         ]
     )

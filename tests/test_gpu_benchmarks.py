@@ -1,0 +1,83 @@
+"""The GPU benchmark scripts: the GPU recipe's shortened copies and two-point timing fit, and the
+torch-on-GPU configuration list and summary (their timing runs need a CUDA GPU; these parts do not)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+from torch import nn
+
+from srcompress.deploy import BenchRow
+from srcompress.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+GPU_RECIPE = REPO / "recipes" / "light_f2srgan_gpu.yaml"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu_recipe() -> ModuleType:
+    return _script("gpu_recipe")
+
+
+@pytest.fixture(scope="module")
+def gpu_torch() -> ModuleType:
+    return _script("gpu_torch")
+
+
+def test_derive_shortens_every_training_stage_and_names_each_change(gpu_recipe: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(gpu_recipe, "vgg_weights_present", lambda: False)
+    recipe = yaml.safe_load(GPU_RECIPE.read_text())
+    derived, changes, steps = gpu_recipe.derive(recipe, train=["T91"], steps_of=lambda full: round(full * 0.05))
+    assert steps == {0: (2000, 100), 1: (10000, 500), 3: (5000, 250), 4: (1000, 50)}
+    distill = derived["stages"][1]
+    assert distill["steps"] == 500 and distill["step_size"] == 270 and distill["val_every"] == 50
+    assert derived["stages"][4]["finetune"]["checkpoint_every"] == 25
+    assert all(term["kind"] != "vgg" for stage in derived["stages"] for term in stage.get("losses", []))
+    assert derived["data"]["train"] == ["T91"] and derived["data"]["eval"] == ["Set5"]
+    assert recipe["stages"][1]["steps"] == 10000, "the recipe itself is left alone"
+    assert changes[0] == "data.train: ['DIV2K'] -> ['T91']"
+    assert sum("vgg term dropped" in c for c in changes) == 2
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(derived))
+    assert load_recipe(path).stages[1].config.steps == 500  # still a valid recipe
+
+
+def test_stage_fit_separates_fixed_cost_from_time_per_step(gpu_recipe: ModuleType) -> None:
+    short, long = gpu_recipe.StageClock(), gpu_recipe.StageClock()
+    short.stage_s, long.stage_s = {0: 12.0, 1: 3.0}, {0: 57.0, 1: 3.5}
+    steps = [{0: (2000, 10)}, {0: (2000, 100)}]
+    fixed, per_step, full = gpu_recipe.stage_fit(0, steps, [short, long])
+    assert (round(fixed, 6), round(per_step, 6), full) == (7.0, 0.5, 2000)
+    assert gpu_recipe.stage_fit(1, steps, [short, long]) is None  # the prune stage has no steps
+
+
+def test_gpu_torch_configurations_add_fft_free_and_compile_rows_only_where_they_apply(gpu_torch: ModuleType) -> None:
+    plain = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2))
+    labels = [c[2] for c in gpu_torch.configurations(plain, "cuda", compile_mode=None)]
+    assert labels == ["fp32", "fp16", "bf16", "fp16, channels_last"]
+    rows = gpu_torch.configurations(plain, "cuda", compile_mode="reduce-overhead")
+    assert rows[-1][1] == {"device": "cuda", "precision": "fp16", "channels_last": True, "compile": True, "compile_mode": "reduce-overhead"}
+
+
+def test_gpu_torch_summary_compares_each_model_best_with_light_best(gpu_torch: ModuleType) -> None:
+    def row(label: str, ms: float) -> BenchRow:
+        return BenchRow(label=label, backend="torch", precision="fp16", lr_size=(180, 320), median_ms=ms, p90_ms=ms, device="cuda")
+
+    sections = [("released Light F2SRGAN", 5.94, [row("fp32", 4.0), row("fp16", 2.0)]), ("ours", 3.02, [row("fp32", 3.0), row("fp16", 1.5)])]
+    lines = gpu_torch.summary_lines(sections)
+    assert lines[2] == "| released Light F2SRGAN | 5.94 | 180 x 320 | fp16 | 2.00 | 1.00x |"
+    assert lines[3] == "| ours | 3.02 | 180 x 320 | fp16 | 1.50 | 0.75x |"
