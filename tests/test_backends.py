@@ -29,6 +29,10 @@ from srcompress.errors import DeployError
 from srcompress.registry import Registry
 from test_deploy import TinySR, WithFourier
 
+#: ONNX IR version of the hand-built test graphs: onnx >= 1.23 writes IR 14 by default, which
+#: ONNX Runtime < 1.32 refuses ("Unsupported model IR version: 14, max supported IR version: 13").
+IR_VERSION = 10
+
 
 @pytest.fixture(scope="module")
 def tiny() -> TinySR:
@@ -171,7 +175,7 @@ def _prelu_graph(slope: np.ndarray) -> onnx.ModelProto:
         [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "h", "w"])],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(slope, "s")],
     )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
 @pytest.mark.parametrize(
@@ -217,7 +221,7 @@ def _conv_prelu_graph(in_channels: int, slopes: list[float]) -> onnx.ModelProto:
         nodes, "conv_prelu", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_channels, "h", "w"])],
         [oh.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits,
     )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +266,7 @@ def _steep_prelu_graph(slope: np.ndarray, *, bias: bool = True, reader: str = "c
         nodes, "steep", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "h", "w"])],
         [oh.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
     )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
 _MIXED = np.array([0.25, 1.5, -0.5, 1.0, 3.0, 0.0, 1.25, 0.9], np.float32).reshape(1, 8, 1, 1)
@@ -331,7 +335,7 @@ def _conv_chain_graph(*, shared: bool = False) -> onnx.ModelProto:
     if shared:
         outputs.append(oh.make_tensor_value_info("m", TensorProto.FLOAT, None))
     graph = oh.make_graph(nodes, "chain", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])], outputs, inits)
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
 def test_dcr_rewrite_permutes_per_channel_constants_between_conv_and_shuffle() -> None:
@@ -379,7 +383,7 @@ def test_d2s_conv_transpose_leaves_int8_shuffles_to_onnx_runtime() -> None:
         nodes, "qdq_shuffle", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, "h", "w"])],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], [scale, zero],
     )  # fmt: skip
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
     _, reports = apply_rewrites(model, ["d2s_conv_transpose"], _feeds(1, 8, 3, 4))
     assert reports[0].applied == 0
 
@@ -465,7 +469,7 @@ def test_subpixel_tail_moves_the_separable_rgb_tail_before_the_shuffle(tiny_onnx
         nodes, "rgb_to_rgb", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, "h", "w"])],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
     )  # fmt: skip
-    _, kept = apply_rewrites(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)]), ["subpixel_tail"], _feeds(1, 12, 4, 5))
+    _, kept = apply_rewrites(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION), ["subpixel_tail"], _feeds(1, 12, 4, 5))
     assert kept[0].applied == 0
 
 
@@ -535,7 +539,7 @@ def qdq_graph(*, zero_point: int = 0, dtype: type = np.int8) -> onnx.ModelProto:
         nodes, "qdq", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
     )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
 def test_int8_qdq_graph_deploys_and_the_dcr_rewrite_permutes_quantized_weights() -> None:
