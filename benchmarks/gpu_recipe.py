@@ -71,6 +71,7 @@ class StageClock:
     def srcompress_stage_end(self, index: int, stage: Any, metrics: dict[str, Any]) -> None:
         if self._t0 is not None:
             self.stage_s[index] = time.perf_counter() - self._t0
+            print(f"stage {index} done in {self.stage_s[index]:.1f} s", flush=True)  # progress, should the run be cut off
 
 
 def _scale_training(block: dict[str, Any], steps_of: Any) -> tuple[int, int] | None:
@@ -156,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     short, changes, short_steps = derive(recipe, train=args.train, steps_of=lambda full: args.probe_steps)
     long, _, long_steps = derive(recipe, train=args.train, steps_of=lambda full: max(args.probe_steps + 1, round(full * args.fraction)))
     print("\n".join(changes), flush=True)
-    clocks = [timed_run(short, args.run_dir / "short"), timed_run(long, args.run_dir / "long")]
+    clocks = []
+    for label, derived in (("short", short), ("long", long)):
+        print(f"{label} run: steps {', '.join(str(s['steps']) for s in derived['stages'] if 'steps' in s)}", flush=True)
+        clocks.append(timed_run(derived, args.run_dir / label))
     timings = {"steps": [short_steps, long_steps], "clocks": [attrs_of(c) for c in clocks]}
     print(json.dumps(timings), flush=True)  # the raw numbers, should the page need redoing
     page = render(args, recipe, changes, [short_steps, long_steps], clocks)
