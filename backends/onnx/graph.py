@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["GraphIndex", "attribute", "conv_bias", "opset_version", "per_channel", "replace_nodes", "topological_sort"]
+__all__ = ["GraphIndex", "attribute", "conv_bias", "conv_weight", "opset_version", "per_channel", "replace_nodes", "topological_sort"]
 
 
 def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -128,6 +128,12 @@ def per_channel(value: np.ndarray, channels: int) -> bool | None:
     if value.ndim >= 3 and value.shape[-3] == channels and value.size == channels:
         return True
     return None
+
+
+def conv_weight(index: GraphIndex, conv: onnx.NodeProto) -> np.ndarray | None:
+    """The 2-D conv's constant float weight (O, I/group, kH, kW), or None."""
+    weight = index.constant(conv.input[1])
+    return weight if weight is not None and weight.dtype.kind == "f" and weight.ndim == 4 else None
 
 
 def conv_bias(index: GraphIndex, conv: onnx.NodeProto, weight: np.ndarray) -> np.ndarray | None:

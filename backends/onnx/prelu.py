@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from attrs import define
 
-from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, per_channel, replace_nodes, topological_sort
+from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, conv_weight, per_channel, replace_nodes, topological_sort
 
 __all__ = ["TWO_CONVS_MAX_FAN_IN", "prelu_flip_steep", "prelu_to_max", "prelu_two_convs"]
 
@@ -75,7 +75,7 @@ def _conv_prelu(index: GraphIndex, prelu: onnx.NodeProto) -> _ConvPRelu | None:
     conv, slope = index.producer.get(prelu.input[0]), index.constant(prelu.input[1])
     if conv is None or conv.op_type != "Conv" or slope is None or index.only_consumer(conv.output[0]) is not prelu:
         return None
-    weight = _float_kernel(index, conv)
+    weight = conv_weight(index, conv)
     bias = None if weight is None else conv_bias(index, conv, weight)
     if weight is None or bias is None:
         return None
@@ -103,17 +103,11 @@ def _steep_site(index: GraphIndex, prelu: onnx.NodeProto) -> _SteepSite | None:
     return found, readers
 
 
-def _float_kernel(index: GraphIndex, conv: onnx.NodeProto) -> np.ndarray | None:
-    """The 2-D conv's constant float weight, or None."""
-    weight = index.constant(conv.input[1])
-    return weight if weight is not None and weight.dtype.kind == "f" and weight.ndim == 4 else None
-
-
 def _reads_as_data(index: GraphIndex, node: onnx.NodeProto, tensor: str, channels: int) -> bool:
     """Whether ``node`` is a 2-D conv reading ``tensor`` only as its data input, with constant float weights."""
     if node.op_type != "Conv" or node.input[0] != tensor or tensor in node.input[1:]:
         return False
-    weight = _float_kernel(index, node)
+    weight = conv_weight(index, node)
     return weight is not None and weight.shape[1] * int(attribute(node, "group", 1)) == channels  # type: ignore[call-overload]
 
 
@@ -128,7 +122,7 @@ def _flip(index: GraphIndex, prelu: onnx.NodeProto, found: _SteepSite) -> None:
     index.replace_initializer(prelu, 1, flipped.reshape(site.slope_shape), "flipped")
     factor = np.where(steep, -site.slopes, 1).astype(site.slopes.dtype)
     for reader in readers:
-        kernel = _float_kernel(index, reader)
+        kernel = conv_weight(index, reader)
         assert kernel is not None  # checked by _reads_as_data
         groups = int(attribute(reader, "group", 1))  # type: ignore[call-overload]
         grouped = kernel.reshape(groups, kernel.shape[0] // groups, *kernel.shape[1:])

@@ -199,6 +199,7 @@ def _permute_qdq_params(index: GraphIndex, node: onnx.NodeProto, perm: np.ndarra
 
 
 def _conv_weight(index: GraphIndex, conv: onnx.NodeProto) -> np.ndarray | None:
+    """The conv's weight as stored (any dtype): a constant, or the integer constant behind a DequantizeLinear."""
     value = index.constant(conv.input[1])
     if value is not None:
         return value

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, per_channel, replace_nodes, topological_sort
+from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, conv_weight, per_channel, replace_nodes, topological_sort
 
 __all__ = ["subpixel_kernel", "subpixel_tail"]
 
@@ -125,8 +125,8 @@ def _pointwise_conv(index: GraphIndex, node: onnx.NodeProto | None, tensor: str)
 
 def _plain_conv(index: GraphIndex, conv: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int] | None:
     """(float weight, bias, group) of a stride-1 conv with an odd square kernel and ``same`` padding."""
-    weight = index.constant(conv.input[1])
-    if weight is None or weight.dtype.kind != "f" or weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
+    weight = conv_weight(index, conv)
+    if weight is None or weight.shape[2] != weight.shape[3]:
         return None
     size = weight.shape[2]
     pads = attribute(conv, "pads", [0, 0, 0, 0])
