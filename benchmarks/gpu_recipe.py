@@ -86,8 +86,10 @@ def _scale_training(block: dict[str, Any], steps_of: Any) -> tuple[int, int] | N
     return full, int(block["steps"])
 
 
-def vgg_weights_present() -> bool:
-    return (Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME).is_file()
+def vgg_weights_present(term: dict[str, Any]) -> bool:
+    """Whether a ``vgg`` loss term finds its weights: its ``weights`` file, else the torch hub cache's."""
+    path = Path(term["weights"]).expanduser() if term.get("weights") else Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
+    return path.is_file()
 
 
 def derive(recipe: dict[str, Any], *, train: list[str], steps_of: Any) -> tuple[dict[str, Any], list[str], dict[int, tuple[int, int]]]:
@@ -100,16 +102,16 @@ def derive(recipe: dict[str, Any], *, train: list[str], steps_of: Any) -> tuple[
     out["data"]["eval"] = ["Set5"]
     out["eval"] = {**out.get("eval", {}), "metrics": ["psnr", "ssim"], "latency_runs": 2}
     steps: dict[int, tuple[int, int]] = {}
-    drop_vgg = not vgg_weights_present()
     for index, stage in enumerate(out["stages"]):
         block = stage.get("finetune") if stage.get("type") in ("quantize", "prune") else stage
         pair = _scale_training(block, steps_of) if isinstance(block, dict) else None
         if pair is not None:
             steps[index] = pair
         losses = stage.get("losses", [])
-        if drop_vgg and any(term.get("kind") == "vgg" for term in losses):
-            stage["losses"] = [term for term in losses if term.get("kind") != "vgg"]
-            changes.append(f"stage {index} ({stage.get('name')}): vgg term dropped ({VGG19_FILENAME} not in the torch hub cache)")
+        missing = [term for term in losses if term.get("kind") == "vgg" and not vgg_weights_present(term)]
+        if missing:
+            stage["losses"] = [term for term in losses if not any(term is m for m in missing)]
+            changes.append(f"stage {index} ({stage.get('name')}): vgg term dropped (its weights file, {VGG19_FILENAME}, is missing)")
     if importlib.util.find_spec("tensorrt") is None:
         kept = [d for d in out.get("deploy", []) if d.get("backend") != "tensorrt"]
         if len(kept) != len(out.get("deploy", [])):

@@ -39,7 +39,7 @@ def gpu_torch() -> ModuleType:
 
 
 def test_derive_shortens_every_training_stage_and_names_each_change(gpu_recipe: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(gpu_recipe, "vgg_weights_present", lambda: False)
+    monkeypatch.setattr(gpu_recipe, "vgg_weights_present", lambda term: False)
     recipe = yaml.safe_load(GPU_RECIPE.read_text())
     derived, changes, steps = gpu_recipe.derive(recipe, train=["T91"], steps_of=lambda full: round(full * 0.05))
     assert steps == {0: (2000, 100), 1: (10000, 500), 3: (5000, 250), 4: (1000, 50)}
@@ -54,6 +54,16 @@ def test_derive_shortens_every_training_stage_and_names_each_change(gpu_recipe: 
     path = tmp_path / "short.yaml"
     path.write_text(yaml.safe_dump(derived))
     assert load_recipe(path).stages[1].config.steps == 500  # still a valid recipe
+
+
+def test_a_vgg_term_with_its_own_weights_file_is_kept(gpu_recipe: ModuleType, tmp_path: Path) -> None:
+    weights = tmp_path / "vgg19.pth"
+    weights.write_bytes(b"")
+    recipe = yaml.safe_load(GPU_RECIPE.read_text())
+    recipe["stages"][1]["losses"] = [{"kind": "vgg", "weight": 1.0, "weights": str(weights)}, {"kind": "vgg", "weight": 1.0, "weights": str(tmp_path / "absent.pth")}]
+    derived, changes, _ = gpu_recipe.derive(recipe, train=["T91"], steps_of=lambda full: 10)
+    assert derived["stages"][1]["losses"] == [{"kind": "vgg", "weight": 1.0, "weights": str(weights)}]
+    assert "stage 1 (distill): vgg term dropped (its weights file, vgg19-dcbb9e9d.pth, is missing)" in changes
 
 
 def test_stage_fit_separates_fixed_cost_from_time_per_step(gpu_recipe: ModuleType) -> None:
