@@ -178,6 +178,8 @@ def stage_fit(index: int, steps: list[dict[int, tuple[int, int]]], clocks: list[
     if index not in steps[0] or index not in clocks[0].stage_s or index not in clocks[1].stage_s:
         return None
     (full, n_short), (_, n_long) = steps[0][index], steps[1][index]
+    if n_long == n_short:  # a stage of at most --probe-steps steps ran in full both times: no slope
+        return None
     t_short, t_long = clocks[0].stage_s[index], clocks[1].stage_s[index]
     per_step = (t_long - t_short) / (n_long - n_short)
     return t_short - per_step * n_short, per_step, full

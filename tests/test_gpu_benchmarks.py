@@ -73,6 +73,7 @@ def test_stage_fit_separates_fixed_cost_from_time_per_step(gpu_recipe: ModuleTyp
     fixed, per_step, full = gpu_recipe.stage_fit(0, steps, [short, long])
     assert (round(fixed, 6), round(per_step, 6), full) == (7.0, 0.5, 2000)
     assert gpu_recipe.stage_fit(1, steps, [short, long]) is None  # the prune stage has no steps
+    assert gpu_recipe.stage_fit(0, [{0: (8, 8)}, {0: (8, 8)}], [short, long]) is None  # ran in full both times
 
 
 def test_gpu_torch_configurations_add_fft_free_and_compile_rows_only_where_they_apply(gpu_torch: ModuleType) -> None:
