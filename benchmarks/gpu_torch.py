@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     registry = default_registry()
     start = time.perf_counter()
     sections = []
-    for label, model in models(args.run, registry):
+    found = models(args.run, registry)
+    for label, model in found:
         t0 = time.perf_counter()
         configs = configurations(model, args.device, compile_mode=None if label in args.skip_compile else args.compile)
         rows = bench_backends(model, configs, args.sizes, runs=args.runs, warmup=args.warmup, registry=registry)
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"## {label} ({gmacs:.2f} GMACs at {args.sizes[0][0]}x{args.sizes[0][1]}; {time.perf_counter() - t0:.0f} s)\n{format_table(rows)}\n", flush=True)
         if args.out is not None:  # after each model, so a run cut short still leaves its page
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(render(args, sections, time.perf_counter() - start))
+            args.out.write_text(render(args, sections, time.perf_counter() - start, expected=len(found)))
     print(f"wrote {args.out}" if args.out else "done")
     return 0
 
@@ -125,19 +126,19 @@ def summary_lines(sections: list[tuple[str, float, list[BenchRow]]]) -> list[str
     """Best configuration per model and size, and its speed against the released Light F2SRGAN's best."""
     lines = ["| model | GMACs | LR (H x W) | best configuration | median ms | vs released Light F2SRGAN (best vs best) |",
              "|---|---:|---|---|---:|---:|"]
-    best = {(label, r.lr_size): min((x for x in rows if x.lr_size == r.lr_size), key=lambda x: x.median_ms)
-            for label, _, rows in sections for r in rows}
-    light = {size: row.median_ms for (label, size), row in best.items() if label == ANCHORS[2][1]}
-    for label, gmacs, _ in sections:
-        for (name, size), row in best.items():
-            if name != label:
-                continue
-            ratio = f"{row.median_ms / light[size]:.2f}x" if size in light else "-"
-            lines.append(f"| {label} | {gmacs:.2f} | {size[0]} x {size[1]} | {row.label} | {row.median_ms:.2f} | {ratio} |")
+    best = []  # (label, GMACs, fastest row) per model and size, in the sections' order
+    for label, gmacs, rows in sections:
+        for size in dict.fromkeys(r.lr_size for r in rows):
+            best.append((label, gmacs, min((r for r in rows if r.lr_size == size), key=lambda r: r.median_ms)))
+    light = {row.lr_size: row.median_ms for label, _, row in best if label == ANCHORS[2][1]}
+    for label, gmacs, row in best:
+        (h, w), ratio = row.lr_size, f"{row.median_ms / light[row.lr_size]:.2f}x" if row.lr_size in light else "-"
+        lines.append(f"| {label} | {gmacs:.2f} | {h} x {w} | {row.label} | {row.median_ms:.2f} | {ratio} |")
     return lines
 
 
-def render(args: argparse.Namespace, sections: list[tuple[str, float, list[BenchRow]]], total_s: float) -> str:
+def render(args: argparse.Namespace, sections: list[tuple[str, float, list[BenchRow]]], total_s: float, *, expected: int) -> str:
+    """The page; until all ``expected`` models are measured it says it is partial."""
     sizes = " ".join(f"{h}x{w}" for h, w in args.sizes)
     compile_flag = f" --compile {args.compile}" if args.compile else ""
     compile_flag += "".join(f" --skip-compile '{label}'" for label in args.skip_compile)
@@ -155,7 +156,8 @@ def render(args: argparse.Namespace, sections: list[tuple[str, float, list[Bench
         f".venv/bin/python benchmarks/gpu_torch.py{run_flag} --sizes {sizes} --runs {args.runs} --warmup {args.warmup}{compile_flag} --out {args.out}",
         "```",
         "",
-        f"Device: {_device_line(args.device)}. Versions: {versions}. Whole run {total_s / 60:.1f} min.",
+        f"Device: {_device_line(args.device)}. Versions: {versions}. Whole run {total_s / 60:.1f} min."
+        + (f" **Partial: {len(sections)} of {expected} models measured (the run did not finish).**" if len(sections) < expected else ""),
         f"Per model, all configurations timed in the same interleaved rounds ({args.runs} timed calls each after "
         f"{args.warmup} warm-up calls, CUDA-synchronised around each call, input (1, 3, H, W) uniform noise placed "
         "on the GPU before timing, the SR image left there: no host copies in the time). "

@@ -92,3 +92,12 @@ def test_gpu_torch_summary_compares_each_model_best_with_light_best(gpu_torch: M
     lines = gpu_torch.summary_lines(sections)
     assert lines[2] == "| released Light F2SRGAN | 5.94 | 180 x 320 | fp16 | 2.00 | 1.00x |"
     assert lines[3] == "| ours | 3.02 | 180 x 320 | fp16 | 1.50 | 0.75x |"
+
+
+def test_gpu_torch_page_says_when_it_is_partial(gpu_torch: ModuleType, tmp_path: Path) -> None:
+    args = gpu_torch.argparse.Namespace(sizes=[(180, 320)], compile=None, skip_compile=[], run=None, runs=3, warmup=1,
+                                        out=tmp_path / "gpu.md", device="cpu")
+    row = BenchRow(label="fp32", backend="torch", precision="fp32", lr_size=(180, 320), median_ms=4.0, p90_ms=4.0)
+    page = gpu_torch.render(args, [("released Light F2SRGAN", 5.94, [row])], 60.0, expected=4)
+    assert "**Partial: 1 of 4 models measured (the run did not finish).**" in page
+    assert "Partial" not in gpu_torch.render(args, [("released Light F2SRGAN", 5.94, [row])], 60.0, expected=1)
