@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from srcompress.backends.onnx import DEFAULT_REWRITES, export_onnx
-from srcompress.deploy import apply_export_forms, bench_backends, deploy_model, format_table, package_versions
+from srcompress.deploy import apply_export_forms, bench_backends, deploy_model, format_table, package_versions, parse_lr_size
 from srcompress.models import build_model
 from srcompress.recipe_types import ModelRef
 from srcompress.registry import default_registry
@@ -96,11 +96,6 @@ def preflight_lines(graphs: dict[str, object], profile: list[list[int]]) -> list
     return lines + [""] + list(dict.fromkeys(details))
 
 
-def _size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
-
-
 def _machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
@@ -108,11 +103,11 @@ def _machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", type=_size, default=[(128, 128), (180, 320)], help="LR sizes HxW")
+    parser.add_argument("--sizes", nargs="+", type=parse_lr_size, default=[(128, 128), (180, 320)], help="LR sizes HxW")
     parser.add_argument("--runs", type=int, default=3, help="timed rounds per configuration and size")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per configuration and size")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
-    parser.add_argument("--verify-size", type=_size, default=(64, 64), help="LR size of the verification inputs")
+    parser.add_argument("--verify-size", type=parse_lr_size, default=(64, 64), help="LR size of the verification inputs")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     parser.add_argument(
         "--sequential", action="store_true",

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 use_local_copies(ROOT.parent / "shared")
 
 from srcompress.checkpoint import load_stage_model  # noqa: E402
-from srcompress.deploy import BenchRow, bench_backends, find_export_forms, format_table, package_versions  # noqa: E402
+from srcompress.deploy import BenchRow, bench_backends, find_export_forms, format_table, package_versions, parse_lr_size  # noqa: E402
 from srcompress.measure import count_macs  # noqa: E402
 from srcompress.models import build_model  # noqa: E402
 from srcompress.recipe_types import ModelRef  # noqa: E402
@@ -77,11 +77,6 @@ def models(run_dir: Path | None, registry: object) -> list[tuple[str, nn.Module]
     return [(label, model.eval().requires_grad_(False)) for label, model in found]
 
 
-def _size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
-
-
 def _device_line(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.device(device))
@@ -92,7 +87,7 @@ def _device_line(device: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=None, help="a light_f2srgan run directory (adds its last float stage)")
-    parser.add_argument("--sizes", nargs="+", type=_size, default=[(180, 320)], help="LR sizes HxW (the first compiles)")
+    parser.add_argument("--sizes", nargs="+", type=parse_lr_size, default=[(180, 320)], help="LR sizes HxW (the first compiles)")
     parser.add_argument("--runs", type=int, default=50, help="timed rounds per configuration and size")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per configuration and size")
     parser.add_argument("--device", default="cuda", help="'cuda', 'cuda:N' (or 'cpu' to try the script without a GPU)")

@@ -124,14 +124,6 @@ def _final_checkpoint(run_dir: Path) -> Path:
     return stages[-1]
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SrcompressError(f"--size {text!r}: expected HxW, e.g. 180x320") from None
-    return h, w
-
-
 def cmd_deploy(args: argparse.Namespace, registry: Registry) -> int:
     from srcompress.deploy import deploy_model
 
@@ -146,11 +138,11 @@ def cmd_deploy(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, registry: Registry) -> int:
-    from srcompress.deploy import bench_backends, format_table
+    from srcompress.deploy import bench_backends, format_table, parse_lr_size
 
     model = _load_model(args, registry)
     backends = [(name, {}) for name in (args.backend or ["torch", "onnx"])]
-    sizes = [_size(s) for s in (args.size or ["128x128", "180x320"])]
+    sizes = [parse_lr_size(s) for s in (args.size or ["128x128", "180x320"])]
     rows = bench_backends(model, backends, sizes, threads=args.threads, runs=args.runs, registry=registry)
     print(format_table(rows))
     return 0

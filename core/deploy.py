@@ -34,7 +34,7 @@ from attrs import define, field
 from torch import nn
 
 from srcompress.entries import BackendEntry, Deployed
-from srcompress.errors import DeployError, suggest
+from srcompress.errors import DeployError, SrcompressError, suggest
 from srcompress.modes import eval_mode
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "measure_deployed",
     "module_device",
     "package_versions",
+    "parse_lr_size",
     "raise_for_issues",
     "reference_output",
     "verification_inputs",
@@ -502,6 +503,25 @@ class BenchRow:
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
+
+
+class _SizeError(SrcompressError, ValueError):
+    """A malformed ``HxW`` size; a ValueError too, so argparse's ``type=`` reports it as bad input."""
+
+
+def parse_lr_size(text: str) -> tuple[int, int]:
+    """An LR size written ``HxW`` (rows x columns, e.g. ``180x320`` for a 320 x 180 image) as ``(H, W)``.
+
+    Both must be positive integers; anything else raises :class:`SrcompressError` (also a
+    ``ValueError``) naming the text.
+    """
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        height = width = 0
+    if height <= 0 or width <= 0:
+        raise _SizeError(f"size {text!r}: expected HxW with two positive integers, e.g. 180x320 (LR height x width)")
+    return height, width
 
 
 def measure_deployed(deployed: Deployed, lr: torch.Tensor, *, warmup: int = 2, runs: int = 5, threads: int | None = None) -> Any:

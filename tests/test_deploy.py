@@ -20,11 +20,12 @@ from srcompress.deploy import (
     find_export_forms,
     format_issues,
     format_table,
+    parse_lr_size,
     raise_for_issues,
     verification_inputs,
     verify,
 )
-from srcompress.errors import DeployError
+from srcompress.errors import DeployError, SrcompressError
 from srcompress.registry import Registry
 
 
@@ -258,3 +259,16 @@ def test_bench_backends_rows_and_markdown_table(registry: Registry) -> None:
 def test_format_table_of_given_rows() -> None:
     row = BenchRow(label="onnx", backend="onnx", precision="fp32", lr_size=(180, 320), median_ms=512.34, p90_ms=530.0, max_abs_err=2e-6, speedup=6.2)
     assert format_table([row]).splitlines()[2] == "| 180 x 320 | onnx | fp32 | cpu | 512.3 | 530.0 | 6.20x | 2e-06 |"
+
+
+def test_parse_lr_size_reads_height_then_width() -> None:
+    assert parse_lr_size("180x320") == (180, 320)
+    assert parse_lr_size("64X48") == (64, 48)
+
+
+@pytest.mark.parametrize("text", ["180", "180x", "0x320", "-4x8", "axb", "1x2x3"])
+def test_parse_lr_size_names_the_bad_text_and_the_form(text: str) -> None:
+    with pytest.raises(SrcompressError, match=rf"size '{text}': expected HxW with two positive integers, e.g. 180x320"):
+        parse_lr_size(text)
+    with pytest.raises(ValueError):  # argparse's type= turns it into a usage error
+        parse_lr_size(text)
