@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from onnx import TensorProto, numpy_helper
@@ -136,10 +137,10 @@ def test_onnx_backend_from_module_fp32_rewritten_and_exact(tiny: TinySR) -> None
     assert meta["backend"] == "onnx" and meta["providers"] == ["CPUExecutionProvider"] and meta["fft"] == "dft_op"
     applied = [(r["name"], r["applied"]) for r in meta["rewrites"]]
     # the 8 -> 32 conv before the PReLU is narrow: two convs; the 8 -> 3 tail moves before the shuffle
-    # (3 < 8 channels); that shuffle becomes a ConvTranspose
+    # (3 < 8 channels); its conv shrinks to the sub-pixel windows and the shuffle becomes a ConvTranspose
     assert applied == [
-        ("activation_before_d2s", 1), ("prelu_flip_steep", 0), ("prelu_two_convs", 1), ("prelu_to_max", 0),
-        ("subpixel_tail", 1), ("d2s_conv_transpose", 1),
+        ("prelu_scalar_to_leaky_relu", 0), ("activation_before_d2s", 1), ("prelu_flip_steep", 0), ("prelu_two_convs", 1),
+        ("prelu_to_max", 0), ("subpixel_tail", 1), ("subpixel_compact", 1), ("d2s_conv_transpose", 0),
     ]  # fmt: skip
     assert all(r["max_abs_diff"] <= 1e-6 for r in meta["rewrites"])
     ops = [n.op_type for n in deployed.proto.graph.node]
@@ -187,6 +188,19 @@ def test_prelu_to_max_is_bit_exact_or_skipped(slopes: list[float], ops: list[str
     out, reports = apply_rewrites(model, ["prelu_to_max"], _feeds(1, 4, 5, 6) - 0.5)
     assert [n.op_type for n in out.graph.node] == ops and reports[0].applied == (ops != ["PRelu"])
     feeds = np.random.default_rng(3).standard_normal((1, 4, 7, 9)).astype(np.float32)
+    assert max_output_difference(model, out, feeds)[0] == 0.0
+
+
+@pytest.mark.parametrize(("slope", "ops"), [(np.array([0.3], np.float32), ["LeakyRelu"]), (np.float32(-0.2), ["LeakyRelu"]),
+                                              (np.array([0.1, 0.2, 0.3, 0.4], np.float32).reshape(4, 1, 1), ["PRelu"])])
+def test_prelu_scalar_to_leaky_relu_is_bit_exact_for_one_slope_only(slope: np.ndarray, ops: list[str]) -> None:
+    model = _prelu_graph(np.asarray(slope))
+    out, (report,) = apply_rewrites(model, ["prelu_scalar_to_leaky_relu"], _feeds(1, 4, 5, 6) - 0.5)
+    assert [n.op_type for n in out.graph.node] == ops and report.applied == (ops == ["LeakyRelu"])
+    if report.applied:
+        (node,) = out.graph.node
+        assert list(node.input) == ["x"] and oh.get_attribute_value(node.attribute[0]) == pytest.approx(float(slope.reshape(-1)[0]))
+    feeds = np.random.default_rng(4).standard_normal((1, 4, 7, 9)).astype(np.float32)
     assert max_output_difference(model, out, feeds)[0] == 0.0
 
 
@@ -458,9 +472,9 @@ def test_subpixel_tail_moves_the_separable_rgb_tail_before_the_shuffle(tiny_onnx
     x = torch.rand(2, 3, 9, 13)
     assert float((deployed(x) - net(x)).abs().max()) < 1e-5
     graph = GraphIndex(deployed.proto.graph)
-    (shuffle,) = [n for n in deployed.proto.graph.node if n.op_type == "ConvTranspose"]  # d2s_conv_transpose
+    (shuffle,) = [n for n in deployed.proto.graph.node if n.op_type == "ConvTranspose"]  # subpixel_compact
     conv = graph.producer[shuffle.input[0]]
-    assert conv.op_type == "Conv" and graph.constant(conv.input[1]).shape == (12, 64, 3, 3)
+    assert conv.op_type == "Conv" and graph.constant(conv.input[1]).shape == (12, 64, 2, 2)  # 3 x 3 before subpixel_compact
     assert shuffle.output[0] == deployed.proto.graph.output[0].name, "the mean and the scaling went into the conv"
     # a tail that does not narrow the channels (3 -> 3) is left at full resolution
     inits = [numpy_helper.from_array(np.random.default_rng(6).standard_normal((3, 3, 3, 3)).astype(np.float32), "k")]
@@ -471,6 +485,54 @@ def test_subpixel_tail_moves_the_separable_rgb_tail_before_the_shuffle(tiny_onnx
     )  # fmt: skip
     _, kept = apply_rewrites(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION), ["subpixel_tail"], _feeds(1, 12, 4, 5))
     assert kept[0].applied == 0
+
+
+def _conv_d2s_graph(weight: np.ndarray, bias: np.ndarray, pads: tuple[int, int], block: int, mode: str) -> onnx.ModelProto:
+    """x -> Conv(weight, bias; pads begin/end on both axes) -> DepthToSpace(block, mode)."""
+    inits = [numpy_helper.from_array(weight.astype(np.float32), "k"), numpy_helper.from_array(bias.astype(np.float32), "b")]
+    nodes = [
+        oh.make_node("Conv", ["x", "k", "b"], ["z"], pads=[pads[0], pads[0], pads[1], pads[1]]),
+        oh.make_node("DepthToSpace", ["z"], ["y"], blocksize=block, mode=mode),
+    ]
+    graph = oh.make_graph(
+        nodes, "conv_d2s", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[1], "h", "w"])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+
+
+@pytest.mark.parametrize(("block", "size", "mode", "window"), [(2, 3, "DCR", 2), (2, 3, "CRD", 2), (3, 3, "DCR", 2), (4, 3, "CRD", 2), (2, 5, "DCR", None)])
+def test_subpixel_compact_keeps_each_subpixel_window_only(block: int, size: int, mode: str, window: int | None) -> None:
+    """A k x k conv at r x the resolution, moved before the shuffle (subpixel_kernel), shrinks to the
+    taps each sub-pixel reads: 2 x 2 for k = 3 (any r); for r = 2, k = 5 every sub-pixel reads 3 x 3 of 3 x 3."""
+    rng = np.random.default_rng(block * 10 + size)
+    kernel, bias = rng.standard_normal((3, 4, size, size)), rng.standard_normal(3)  # the high-resolution conv: 4 -> 3
+    wide, pads = subpixel_kernel(kernel, block, "CRD")  # output channels in DCR order: (a r + b) 3 + o
+    wide_bias = np.tile(bias, block * block)
+    if mode == "CRD":  # o r^2 + a r + b
+        wide, wide_bias = wide[np.argsort(crd_to_dcr_permutation(3, block))], np.repeat(bias, block * block)
+    graph = _conv_d2s_graph(wide, wide_bias, pads, block, mode)
+    out, (report,) = apply_rewrites(graph, ["subpixel_compact"], _feeds(1, 4 * block * block, 5, 7))
+    assert report.applied == (window is not None)
+    if window is None:
+        return
+    assert [n.op_type for n in out.graph.node] == ["Conv", "ConvTranspose"]
+    weight = GraphIndex(out.graph).constant(out.graph.node[0].input[1])
+    assert weight.shape == (3 * block * block, 4 * block * block, window, window)
+    z = _feeds(2, 4 * block * block, 6, 9)
+    high = torch.nn.functional.pixel_shuffle(torch.from_numpy(z).double(), block)
+    expected = torch.nn.functional.conv2d(high, torch.from_numpy(kernel), torch.from_numpy(bias), padding=size // 2).numpy()
+    session = onnxruntime.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": z})[0]
+    assert got.shape == expected.shape == (2, 3, 6 * block, 9 * block)
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_subpixel_compact_leaves_a_dense_conv_alone() -> None:
+    weight = np.random.default_rng(9).standard_normal((12, 8, 3, 3))  # every sub-pixel reads all 3 x 3 taps
+    graph = _conv_d2s_graph(weight, np.zeros(12), (1, 1), 2, "DCR")
+    _, (report,) = apply_rewrites(graph, ["subpixel_compact"], _feeds(1, 8, 5, 7))
+    assert report.applied == 0
 
 
 def test_onnx_backend_fp16_and_save_load_round_trip(tiny: TinySR, tiny_onnx: onnx.ModelProto, tmp_path) -> None:

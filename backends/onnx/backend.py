@@ -32,7 +32,10 @@ __all__ = ["DEFAULT_REWRITES", "TOLERANCE", "OnnxConfig", "compile_onnx", "load_
 #: fp32: a quarter of one 8-bit level; ONNX Runtime's DFT kernel is 2.5e-4 off on F2SRGAN at
 #: 180x320 (the FFT-free graph 2e-6).
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 3e-2}
-DEFAULT_REWRITES = ("activation_before_d2s", "prelu_flip_steep", "prelu_two_convs", "prelu_to_max", "subpixel_tail", "d2s_conv_transpose")
+DEFAULT_REWRITES = (
+    "prelu_scalar_to_leaky_relu", "activation_before_d2s", "prelu_flip_steep", "prelu_two_convs", "prelu_to_max",
+    "subpixel_tail", "subpixel_compact", "d2s_conv_transpose",
+)
 _TARGET = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-tensorrt"}
 
 Source = nn.Module | onnx.ModelProto | str | os.PathLike

@@ -2,6 +2,7 @@
 
 Split from :mod:`srcompress.backends.onnx.rewrites` (which lists them in ``REWRITES``):
 
+- ``prelu_scalar_to_leaky_relu``: a PRelu with one slope as ``LeakyRelu`` (fused into the conv before it);
 - ``prelu_flip_steep``: slopes > 1 become slopes < 1 by negating those channels around the PRelu,
   so that the two below apply to PReLUs whose trained slopes are mixed;
 - ``prelu_two_convs``: ``Conv -> PRelu`` as two convs ONNX Runtime fuses (slopes <= 1);
@@ -19,7 +20,7 @@ from attrs import define
 
 from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, conv_weight, per_channel, replace_nodes, topological_sort
 
-__all__ = ["TWO_CONVS_MAX_FAN_IN", "prelu_flip_steep", "prelu_to_max", "prelu_two_convs"]
+__all__ = ["TWO_CONVS_MAX_FAN_IN", "prelu_flip_steep", "prelu_scalar_to_leaky_relu", "prelu_to_max", "prelu_two_convs"]
 
 
 # -------------------------------------------------------------------------------- prelu_flip_steep
@@ -128,6 +129,32 @@ def _flip(index: GraphIndex, prelu: onnx.NodeProto, found: _SteepSite) -> None:
         grouped = kernel.reshape(groups, kernel.shape[0] // groups, *kernel.shape[1:])
         scaled = grouped * factor.reshape(groups, 1, -1, 1, 1)  # input channel c = group * (C / g) + j
         index.replace_initializer(reader, 1, scaled.reshape(kernel.shape), "flipped")
+
+
+# ------------------------------------------------------------------------- prelu_scalar_to_leaky_relu
+
+
+def prelu_scalar_to_leaky_relu(model: onnx.ModelProto) -> int:
+    """Replace each PRelu whose slope is one constant by ``LeakyRelu(alpha=slope)``. Returns the count.
+
+    The same function (``x`` for x >= 0, ``slope * x`` below; ``torch.nn.PReLU()``'s default single
+    slope exports this way), but ONNX Runtime fuses a LeakyRelu into the conv before it (its CPU conv
+    kernels apply it to their output tile), where a PRelu runs as its own pass over the map, or as
+    two convs after ``prelu_two_convs``. Runs before the other PRelu rewrites.
+    """
+    index = GraphIndex(model.graph)
+    count = 0
+    for node in model.graph.node:
+        slope = index.constant(node.input[1]) if node.op_type == "PRelu" else None
+        if slope is None or slope.size != 1 or slope.dtype.kind != "f" or not np.isfinite(slope).all():
+            continue
+        alpha = float(slope.reshape(-1)[0])
+        del node.input[1:]
+        del node.attribute[:]
+        node.op_type = "LeakyRelu"
+        node.attribute.append(onnx.helper.make_attribute("alpha", alpha))
+        count += 1
+    return count
 
 
 # ------------------------------------------------------------------------------------ prelu_to_max

@@ -11,8 +11,10 @@ checked by running the graph before and after it in ONNX Runtime (:func:`apply_r
   any per-channel constants in between). Not a default any more (``d2s_conv_transpose`` is faster).
 - ``d2s_conv_transpose``: a float ``DepthToSpace`` becomes a grouped ``ConvTranspose`` with 0/1
   weights (~3x faster in ONNX Runtime, equal values for finite inputs).
-- ``prelu_flip_steep`` / ``prelu_two_convs`` (in :mod:`~srcompress.backends.onnx.prelu`) and
-  ``subpixel_tail`` (in :mod:`~srcompress.backends.onnx.subpixel`): see their docstrings.
+- ``prelu_scalar_to_leaky_relu`` / ``prelu_flip_steep`` / ``prelu_two_convs`` (in
+  :mod:`~srcompress.backends.onnx.prelu`) and
+  ``subpixel_tail`` / ``subpixel_compact`` (in :mod:`~srcompress.backends.onnx.subpixel`): see their
+  docstrings.
 - ``prelu_to_max``: ``PRelu(x, s)`` with constant slopes all <= 1 becomes ``Max(x, s * x)`` (all >= 1:
   ``Min``): the same values bit for bit (each output is either ``x`` or ``s * x``), and ONNX Runtime's
   broadcast Mul + Max run ~3.6x faster than its per-channel PRelu kernel (58 vs 16 ms on
@@ -28,8 +30,8 @@ import onnx
 from attrs import define
 
 from srcompress.backends.onnx.graph import GraphIndex, attribute, per_channel, replace_nodes, topological_sort
-from srcompress.backends.onnx.prelu import TWO_CONVS_MAX_FAN_IN, prelu_flip_steep, prelu_to_max, prelu_two_convs
-from srcompress.backends.onnx.subpixel import subpixel_kernel, subpixel_tail
+from srcompress.backends.onnx.prelu import TWO_CONVS_MAX_FAN_IN, prelu_flip_steep, prelu_scalar_to_leaky_relu, prelu_to_max, prelu_two_convs
+from srcompress.backends.onnx.subpixel import subpixel_compact, subpixel_kernel, subpixel_tail
 from srcompress.errors import DeployError
 
 __all__ = [
@@ -43,9 +45,11 @@ __all__ = [
     "d2s_conv_transpose",
     "d2s_dcr",
     "prelu_flip_steep",
+    "prelu_scalar_to_leaky_relu",
     "prelu_to_max",
     "prelu_two_convs",
     "max_output_difference",
+    "subpixel_compact",
     "subpixel_kernel",
     "subpixel_tail",
 ]
@@ -365,9 +369,11 @@ REWRITES: dict[str, Callable[[onnx.ModelProto], int]] = {
     "d2s_dcr": d2s_dcr,
     "d2s_conv_transpose": d2s_conv_transpose,
     "prelu_flip_steep": prelu_flip_steep,
+    "prelu_scalar_to_leaky_relu": prelu_scalar_to_leaky_relu,
     "prelu_to_max": prelu_to_max,
     "prelu_two_convs": prelu_two_convs,
     "subpixel_tail": subpixel_tail,
+    "subpixel_compact": subpixel_compact,
 }
 
 

@@ -1,17 +1,19 @@
-"""The ``subpixel_tail`` rewrite: run an SR net's RGB tail before its last pixel shuffle.
+"""The ``subpixel_tail`` rewrite (run an SR net's RGB tail before its last pixel shuffle) and
+``subpixel_compact`` (drop the taps of that low-resolution conv that no sub-pixel reads).
 
-Split from :mod:`srcompress.backends.onnx.rewrites` (which lists it in ``REWRITES``); see
-:func:`subpixel_tail` for the identity and when it applies.
+Split from :mod:`srcompress.backends.onnx.rewrites` (which lists them in ``REWRITES``); see
+:func:`subpixel_tail` and :func:`subpixel_compact` for the identities and when they apply.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
+from attrs import define
 
 from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, conv_weight, per_channel, replace_nodes, topological_sort
 
-__all__ = ["subpixel_kernel", "subpixel_tail"]
+__all__ = ["subpixel_compact", "subpixel_kernel", "subpixel_tail"]
 
 
 def subpixel_tail(model: onnx.ModelProto) -> int:
@@ -186,3 +188,138 @@ def _move_tail(
         "DepthToSpace", [low_res], [convs[-1].output[0]], name=f"{d2s.name or 'd2s'}_subpixel", blocksize=block, mode="DCR"
     )
     replace_nodes(graph, index, [d2s, *convs], [conv, shuffle])
+
+
+
+# ------------------------------------------------------------------------------ subpixel_compact
+
+
+def subpixel_compact(model: onnx.ModelProto) -> int:
+    """Shrink each ``Conv -> DepthToSpace`` whose sub-pixels read narrower windows than its kernel. Returns the count.
+
+    The conv that :func:`subpixel_tail` builds (k x k at r x the resolution -> k' x k' on the low grid)
+    is mostly zeros: for r = 2, k = 3 each output sub-pixel ``(a, b)`` reads a 2 x 2 window of the
+    3 x 3 taps, shifted by ``(a, b)``. So the conv becomes a dense conv with the window size (2 x 2:
+    4/9 of the multiply-adds; sub-pixel ``(a, b)`` of LR pixel ``(i, j)`` lands at ``(i + a, j + b)`` of
+    its output, one pixel larger per side) followed by a grouped ``ConvTranspose`` (stride r, 0/1
+    weights) that puts every value in its high-resolution place, as ``d2s_conv_transpose`` does for a
+    plain shuffle. Every output value is the same sum of products as before (zero taps dropped) times 1,
+    plus zeros. Applies to a group-1 conv with constant float weights, stride and dilation 1, read only
+    by a ``DepthToSpace`` (either mode), when the windows have fewer taps than the kernel.
+    """
+    count = 0
+    for d2s in [n for n in model.graph.node if n.op_type == "DepthToSpace"]:
+        index = GraphIndex(model.graph)
+        plan = _compact_plan(index, d2s)
+        if plan is not None:
+            _compact(model.graph, index, d2s, *plan)
+            count += 1
+    if count:
+        topological_sort(model.graph)
+    return count
+
+
+@define(frozen=True)
+class _Axis:
+    """The compact form along one spatial axis.
+
+    ``starts[s]``: first kernel tap sub-pixel s reads; ``width``: taps of the new kernel;
+    ``offsets[s]``: sub-pixel s of LR pixel i is output i + offsets[s] of the new conv; ``pads``: the
+    new conv's; ``kernel``/``crop``: the ConvTranspose's kernel size and pads.
+    """
+
+    starts: tuple[int, ...]
+    width: int
+    offsets: tuple[int, ...]
+    pads: tuple[int, int]
+    kernel: int
+    crop: tuple[int, int]
+
+    def position(self, sub: int, block: int) -> int:
+        """Where sub-pixel ``sub``'s 1 sits in the ConvTranspose kernel along this axis."""
+        return sub - block * self.offsets[sub] + self.crop[0]
+
+
+def _axis(reads: np.ndarray, old_pads: tuple[int, int], block: int) -> _Axis | None:
+    """The compact form along one axis; ``reads[s, t]``: sub-pixel s has a nonzero weight at tap t."""
+    hits = [np.flatnonzero(row) for row in reads]
+    starts = [int(h[0]) if h.size else 0 for h in hits]
+    width = max(int(h[-1]) - int(h[0]) + 1 if h.size else 1 for h in hits)
+    begin = max(0, *(old_pads[0] - s for s in starts))
+    offsets = [s - old_pads[0] + begin for s in starts]
+    end = max(0, max(offsets) + width - 1 - begin)
+    crop_begin = max(block * o - s for s, o in enumerate(offsets))
+    kernel = max(s - block * o for s, o in enumerate(offsets)) + crop_begin + 1
+    longer = begin + end - width + 1  # the new conv's output is this much longer than its input
+    crop_end = block * (longer - 1) + kernel - crop_begin
+    if crop_end < 0:
+        return None
+    return _Axis(tuple(starts), width, tuple(offsets), (begin, end), kernel, (crop_begin, crop_end))
+
+
+def _subpixel_order(out_channels: int, block: int, mode: str) -> np.ndarray:
+    """(r, r, O) array: the conv output channel that becomes sub-pixel (a, b) of shuffled channel o."""
+    o, a, b = np.meshgrid(np.arange(out_channels), np.arange(block), np.arange(block), indexing="ij")
+    channel = o * block * block + a * block + b if mode == "CRD" else (a * block + b) * out_channels + o
+    return channel.transpose(1, 2, 0)
+
+
+_CompactPlan = tuple[onnx.NodeProto, np.ndarray, np.ndarray, _Axis, _Axis]
+
+
+def _compact_plan(index: GraphIndex, d2s: onnx.NodeProto) -> _CompactPlan | None:
+    """(conv, weight (r, r, O, C, kH, kW), bias (r, r, O), rows, cols) for a conv worth compacting."""
+    conv = index.producer.get(d2s.input[0])
+    if conv is None or conv.op_type != "Conv" or index.only_consumer(conv.output[0]) is not d2s:
+        return None
+    weight = conv_weight(index, conv)
+    flat = all(v == 1 for v in attribute(conv, "strides", [1, 1]) + attribute(conv, "dilations", [1, 1]))  # type: ignore[operator]
+    if weight is None or not flat or int(attribute(conv, "group", 1)) != 1 or attribute(conv, "auto_pad", "NOTSET") != "NOTSET":  # type: ignore[arg-type]
+        return None
+    bias = conv_bias(index, conv, weight)
+    block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
+    if bias is None or weight.shape[0] % (block * block):
+        return None
+    order = _subpixel_order(weight.shape[0] // (block * block), block, str(attribute(d2s, "mode", "DCR")))
+    grid = weight[order]
+    pads = list(attribute(conv, "pads", [0, 0, 0, 0]))  # type: ignore[call-overload]
+    nonzero = grid != 0
+    rows = _axis(nonzero.any(axis=(1, 2, 3, 5)), (pads[0], pads[2]), block)
+    cols = _axis(nonzero.any(axis=(0, 2, 3, 4)), (pads[1], pads[3]), block)
+    if rows is None or cols is None or rows.width * cols.width >= weight.shape[2] * weight.shape[3]:
+        return None
+    return conv, grid, bias[order], rows, cols
+
+
+def _compact(
+    graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, conv: onnx.NodeProto,
+    grid: np.ndarray, bias: np.ndarray, rows: _Axis, cols: _Axis,
+) -> None:  # fmt: skip
+    """Replace ``conv`` and ``d2s`` by the compact conv (output channels in CRD order) and a ConvTranspose."""
+    block, _, out_c, in_c = grid.shape[:4]
+    weight = np.zeros((out_c, block, block, in_c, rows.width, cols.width), grid.dtype)
+    for a in range(block):
+        for b in range(block):
+            taps = grid[a, b, :, :, rows.starts[a]:rows.starts[a] + rows.width, cols.starts[b]:cols.starts[b] + cols.width]
+            weight[:, a, b, :, :taps.shape[2], :taps.shape[3]] = taps
+    place = np.zeros((out_c, block, block, 1, rows.kernel, cols.kernel), grid.dtype)
+    for a in range(block):
+        for b in range(block):
+            place[:, a, b, 0, rows.position(a, block), cols.position(b, block)] = 1
+    base = conv.name or conv.output[0]
+    names = [index.fresh_name(f"{base}_compact_{suffix}") for suffix in ("w", "b", "out", "place")]
+    graph.initializer.extend([
+        onnx.numpy_helper.from_array(weight.reshape(out_c * block * block, in_c, rows.width, cols.width), names[0]),
+        onnx.numpy_helper.from_array(bias.transpose(2, 0, 1).reshape(-1).astype(grid.dtype), names[1]),
+        onnx.numpy_helper.from_array(place.reshape(out_c * block * block, 1, rows.kernel, cols.kernel), names[3]),
+    ])
+    compact = onnx.helper.make_node(
+        "Conv", [conv.input[0], names[0], names[1]], [names[2]], name=f"{base}_compact",
+        kernel_shape=[rows.width, cols.width], pads=[rows.pads[0], cols.pads[0], rows.pads[1], cols.pads[1]],
+    )
+    spread = onnx.helper.make_node(
+        "ConvTranspose", [names[2], names[3]], list(d2s.output), name=f"{d2s.name or 'd2s'}_compact",
+        kernel_shape=[rows.kernel, cols.kernel], strides=[block, block], group=out_c,
+        pads=[rows.crop[0], cols.crop[0], rows.crop[1], cols.crop[1]],
+    )
+    replace_nodes(graph, index, [conv, d2s], [compact, spread])
