@@ -340,3 +340,14 @@ def test_student_init_from_teacher_renames_blocks() -> None:
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 1))
     # '1.weight' is 3x3 in the teacher and 1x1 here: kept; '1.bias' has the same shape: copied
     assert init_from_teacher(other, teacher, {}) == (3, 4)
+
+
+def test_student_with_a_shared_prelu_slope_starts_at_the_mean_of_the_teachers() -> None:
+    from srcompress.plugins.techniques.distill.technique import init_from_teacher
+
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.PReLU(4))
+    with torch.no_grad():
+        teacher[1].weight.copy_(torch.tensor([0.1, 0.2, 0.3, -0.2]))
+    student = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.PReLU(1))
+    assert init_from_teacher(student, teacher, {}) == (3, 3)
+    assert student[1].weight.item() == pytest.approx(0.1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 
@@ -98,6 +99,19 @@ def test_student_built_from_options_is_the_8_block_no_ffc_net() -> None:
     assert not any(isinstance(m, f2.FFC) for m in model.modules())
     assert model.body[0].conv1.pointwise.out_channels == 40 and model.tail.depthwise.in_channels == 16
     assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+
+
+def test_shared_upsampler_slopes_are_one_prelu_parameter_per_stage_and_read_back() -> None:
+    options = f2.F2SRGANOptions(blocks=2, ffc_blocks=[], upsampler_widths=[16, 12], upsampler_slopes="shared")
+    model = f2.F2SRGAN(4, options)
+    assert [stage.act.weight.shape for stage in model.upsampler] == [(1,), (1,)]
+    assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+    read, scale = f2.options_from_state_dict(model.state_dict())  # widths from the convs, not the slopes
+    assert (read.upsampler_widths, read.upsampler_slopes, scale) == ((16, 12), "shared", 4)
+    per_channel, _ = f2.options_from_state_dict(f2.F2SRGAN(4, attrs.evolve(options, upsampler_slopes="per_channel")).state_dict())
+    assert (per_channel.upsampler_widths, per_channel.upsampler_slopes) == ((16, 12), "per_channel")
+    with pytest.raises(ValueError, match="upsampler_slopes"):
+        f2.F2SRGANOptions(upsampler_slopes="per_pixel")
 
 
 # ------------------------------------------------------------------------------ Fourier unit

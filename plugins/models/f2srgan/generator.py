@@ -17,7 +17,7 @@ import torch
 from attrs import define
 from torch import nn
 
-from srcompress.config import in_range, option, positive
+from srcompress.config import in_range, one_of, option, positive
 from srcompress.plugins.models.f2srgan.ffc import FFC
 from srcompress.plugins.models.f2srgan.layers import MeanShift, SeparableConv2d, UpsampleStage
 
@@ -82,6 +82,13 @@ class F2SRGANOptions:
     upsampler_widths: tuple[int, ...] = option(
         (), help="Channels after each x2 PixelShuffle stage; []: width for every stage.",
         converter=_int_tuple, validator=_positive_items,
+    )
+    upsampler_slopes: str = option(
+        "per_channel",
+        help="PReLU slopes of the x2 upsampler stages: per_channel (as published) or shared (one learned "
+        "slope per stage: ONNX Runtime then fuses the activation into the conv before it, where a "
+        "per-channel PReLU costs a second conv or extra passes over the stage's largest map).",
+        validator=one_of(("per_channel", "shared")),
     )
     res_scale: float = option(0.1, help="Scale of each residual branch before the skip addition.", validator=positive)
     released_forward: bool = option(
@@ -202,7 +209,7 @@ class F2SRGAN(nn.Module):
         ])
         stages, channels = [], opts.width
         for out in opts.stage_widths(scale):
-            stages.append(UpsampleStage(channels, out))
+            stages.append(UpsampleStage(channels, out, shared_slope=opts.upsampler_slopes == "shared"))
             channels = out
         self.upsampler = nn.Sequential(*stages)
         self.tail = SeparableConv2d(channels, 3, 3)

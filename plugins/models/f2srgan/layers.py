@@ -57,13 +57,14 @@ class MeanShift(nn.Conv2d):
 
 
 class UpsampleStage(nn.Module):
-    """One x2 stage: separable 3x3 conv ``in -> 4*out``, PixelShuffle(2), PReLU(out)."""
+    """One x2 stage: separable 3x3 conv ``in -> 4*out``, PixelShuffle(2), PReLU(out) (PReLU(1) when
+    ``shared_slope``: one slope for every channel)."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, shared_slope: bool = False) -> None:
         super().__init__()
         self.conv = SeparableConv2d(in_channels, out_channels * 4, 3)
         self.shuffle = nn.PixelShuffle(2)
-        self.act = nn.PReLU(out_channels)
+        self.act = nn.PReLU(1 if shared_slope else out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.shuffle(self.conv(x)))

@@ -144,7 +144,7 @@ def options_from_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[F2SRGANO
     """``(options, scale)`` of the generator a state dict (ours or published) was saved from.
 
     Everything is read from tensor shapes: blocks, width, FFC blocks and ratio, local Fourier units,
-    per-block inner widths, upsampler stages and widths. ``released_forward`` is behaviour, not
+    per-block inner widths, upsampler stages, widths and slopes. ``released_forward`` is behaviour, not
     shape: it is False here (set it from the checkpoint's provenance).
     """
     ours = convert_published_state(state)
@@ -154,7 +154,8 @@ def options_from_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[F2SRGANO
     ffc = tuple(i for i in indices if f"body.{i}.conv1.convl2l.depthwise.weight" in ours)
     inner = tuple(ours[f"body.{i}.act.weight"].shape[0] for i in range(blocks))
     stages = sorted({int(m[1]) for k in ours if (m := re.match(r"^upsampler\.(\d+)\.", k))})
-    ups = tuple(ours[f"upsampler.{s}.act.weight"].shape[0] for s in stages)
+    ups = tuple(ours[f"upsampler.{s}.conv.pointwise.weight"].shape[0] // 4 for s in stages)
+    shared = bool(stages) and all(ours[f"upsampler.{s}.act.weight"].numel() == 1 < w for s, w in zip(stages, ups))
     ratio = 0.5
     if ffc:
         global_in = ours[f"body.{ffc[0]}.conv1.convg2l.depthwise.weight"].shape[0]
@@ -164,6 +165,7 @@ def options_from_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[F2SRGANO
         blocks=blocks, width=width, ffc_blocks=ffc, ffc_ratio=ratio, local_fourier_unit=lfu,
         inner_widths=inner if any(w != width for w in inner) else (),
         upsampler_widths=ups if any(w != width for w in ups) else (),
+        upsampler_slopes="shared" if shared else "per_channel",
     )
     return options, 2 ** len(stages)
 

@@ -91,16 +91,23 @@ def _renamed(key: str, renames: Mapping[str, str]) -> str:
 def init_from_teacher(student: nn.Module, teacher: nn.Module, renames: Mapping[str, str]) -> tuple[int, int]:
     """Copy teacher tensors into the student where (renamed) names and shapes agree.
 
+    A student PReLU with one shared slope where the teacher has one per channel starts at the mean
+    of the teacher's slopes.
+
     :return: (tensors copied, student tensors in all).
     """
     source = teacher.state_dict()
     state = student.state_dict()
+    shared_slopes = {f"{name}.weight" for name, m in student.named_modules() if isinstance(m, nn.PReLU) and m.num_parameters == 1}
     copied = 0
     with torch.no_grad():
         for key, tensor in state.items():
             match = source.get(_renamed(key, renames))
             if match is not None and match.shape == tensor.shape:
                 tensor.copy_(match)
+                copied += 1
+            elif match is not None and key in shared_slopes and match.ndim == 1:
+                tensor.fill_(float(match.float().mean()))
                 copied += 1
     return copied, len(state)
 
