@@ -149,10 +149,14 @@ def prelu_scalar_to_leaky_relu(model: onnx.ModelProto) -> int:
         if slope is None or slope.size != 1 or slope.dtype.kind != "f" or not np.isfinite(slope).all():
             continue
         alpha = float(slope.reshape(-1)[0])
+        name = node.input[1]
         del node.input[1:]
         del node.attribute[:]
         node.op_type = "LeakyRelu"
         node.attribute.append(onnx.helper.make_attribute("alpha", alpha))
+        index.consumers[name].remove(node)
+        if name in index.initializers and index.use_count(name) == 0:  # no other node reads the slope
+            model.graph.initializer.remove(index.initializers.pop(name))
         count += 1
     return count
 
