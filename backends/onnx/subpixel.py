@@ -133,13 +133,18 @@ def _plain_conv(index: GraphIndex, conv: onnx.NodeProto) -> tuple[np.ndarray, np
     size = weight.shape[2]
     pads = attribute(conv, "pads", [0, 0, 0, 0])
     same = size % 2 == 1 and list(pads) == [size // 2] * 4  # type: ignore[arg-type]
-    flat = all(v == 1 for v in attribute(conv, "strides", [1, 1]) + attribute(conv, "dilations", [1, 1]))  # type: ignore[operator]
-    if not same or not flat or attribute(conv, "auto_pad", "NOTSET") != "NOTSET":
+    if not same or not _dense_steps(conv):
         return None
     bias = conv_bias(index, conv, weight)
     if bias is None:
         return None
     return weight.astype(np.float64), bias.astype(np.float64), int(attribute(conv, "group", 1))  # type: ignore[arg-type]
+
+
+def _dense_steps(conv: onnx.NodeProto) -> bool:
+    """Whether ``conv`` has stride 1, dilation 1 and explicit pads (no ``auto_pad``)."""
+    flat = all(v == 1 for v in attribute(conv, "strides", [1, 1]) + attribute(conv, "dilations", [1, 1]))  # type: ignore[operator]
+    return flat and attribute(conv, "auto_pad", "NOTSET") == "NOTSET"
 
 
 def subpixel_kernel(kernel: np.ndarray, block: int, mode: str) -> tuple[np.ndarray, tuple[int, int]]:
@@ -273,8 +278,7 @@ def _compact_plan(index: GraphIndex, d2s: onnx.NodeProto) -> _CompactPlan | None
     if conv is None or conv.op_type != "Conv" or index.only_consumer(conv.output[0]) is not d2s:
         return None
     weight = conv_weight(index, conv)
-    flat = all(v == 1 for v in attribute(conv, "strides", [1, 1]) + attribute(conv, "dilations", [1, 1]))  # type: ignore[operator]
-    if weight is None or not flat or int(attribute(conv, "group", 1)) != 1 or attribute(conv, "auto_pad", "NOTSET") != "NOTSET":  # type: ignore[arg-type]
+    if weight is None or not _dense_steps(conv) or int(attribute(conv, "group", 1)) != 1:  # type: ignore[call-overload]
         return None
     bias = conv_bias(index, conv, weight)
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
@@ -298,13 +302,11 @@ def _compact(
     """Replace ``conv`` and ``d2s`` by the compact conv (output channels in CRD order) and a ConvTranspose."""
     block, _, out_c, in_c = grid.shape[:4]
     weight = np.zeros((out_c, block, block, in_c, rows.width, cols.width), grid.dtype)
+    place = np.zeros((out_c, block, block, 1, rows.kernel, cols.kernel), grid.dtype)
     for a in range(block):
         for b in range(block):
             taps = grid[a, b, :, :, rows.starts[a]:rows.starts[a] + rows.width, cols.starts[b]:cols.starts[b] + cols.width]
             weight[:, a, b, :, :taps.shape[2], :taps.shape[3]] = taps
-    place = np.zeros((out_c, block, block, 1, rows.kernel, cols.kernel), grid.dtype)
-    for a in range(block):
-        for b in range(block):
             place[:, a, b, 0, rows.position(a, block), cols.position(b, block)] = 1
     base = conv.name or conv.output[0]
     names = [index.fresh_name(f"{base}_compact_{suffix}") for suffix in ("w", "b", "out", "place")]
