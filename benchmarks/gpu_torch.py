@@ -37,6 +37,7 @@ from srcompress.measure import count_macs  # noqa: E402
 from srcompress.models import build_model  # noqa: E402
 from srcompress.recipe_types import ModelRef  # noqa: E402
 from srcompress.registry import default_registry  # noqa: E402
+from srcompress.rundir import stage_folders  # noqa: E402
 
 ANCHORS = (("f2srgan", "F2SRGAN x4"), ("f2srgan_student", "released KD student"), ("light_f2srgan", "released Light F2SRGAN"))
 
@@ -60,7 +61,7 @@ def configurations(model: nn.Module, device: str, *, compile_mode: str | None) -
 
 def last_float_stage(run_dir: Path) -> Path:
     """The last ``stage-XX-*`` folder of a run with a float ``model.pt`` (the INT8 stage is a .pt2 graph)."""
-    folders = sorted(p for p in Path(run_dir).glob("stage-*") if (p / "model.pt").is_file())
+    folders = stage_folders(run_dir, ("model.pt",))
     if not folders:
         raise SystemExit(f"{run_dir}: no finished float stage (stage-XX-<type>/model.pt); run the recipe first")
     return folders[-1]

@@ -44,6 +44,7 @@ from srcompress.measure import count_macs, evaluate, lpips_available, psnr  # no
 from srcompress.models import build_model  # noqa: E402
 from srcompress.recipe_types import ModelRef  # noqa: E402
 from srcompress.registry import Registry, default_registry  # noqa: E402
+from srcompress.rundir import stage_folders  # noqa: E402
 
 __all__ = [
     "ANCHORS",
@@ -174,7 +175,7 @@ def run_candidates(run_dir: Path, registry: Registry, lr_size: tuple[int, int] =
     A stage saved as an exported graph (``model.pt2``: PT2E quantization) is an ``int8`` candidate;
     it inherits the parameter and MAC counts of the float stage before it.
     """
-    folders = sorted(p for p in Path(run_dir).glob("stage-*") if (p / "model.pt").is_file() or (p / "model.pt2").is_file())
+    folders = stage_folders(run_dir)
     if not folders:
         raise SystemExit(f"{run_dir}: no finished stage (stage-XX-<type>/model.pt or model.pt2); run the recipe first")
     found: list[Candidate] = []

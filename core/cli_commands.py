@@ -118,10 +118,12 @@ def _load_model(args: argparse.Namespace, registry: Registry) -> nn.Module:
 
 
 def _final_checkpoint(run_dir: Path) -> Path:
-    stages = sorted(p for p in run_dir.glob("stage-*/model.pt*") if p.suffix in (".pt", ".pt2"))
+    from srcompress.rundir import STAGE_MODEL_FILES, stage_folders
+
+    stages = stage_folders(run_dir)
     if not stages:
         raise SrcompressError(f"{run_dir}: no finished stage checkpoint (stage-XX/model.pt or .pt2) in this run directory")
-    return stages[-1]
+    return next(stages[-1] / name for name in STAGE_MODEL_FILES if (stages[-1] / name).is_file())
 
 
 def cmd_deploy(args: argparse.Namespace, registry: Registry) -> int:

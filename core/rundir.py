@@ -24,7 +24,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDir", "atomic_write_text", "fingerprint"]
+__all__ = ["STAGE_MODEL_FILES", "RunDir", "atomic_write_text", "fingerprint", "stage_folders"]
+
+#: What a finished stage folder holds: ``model.pt`` (a float checkpoint) or ``model.pt2`` (an exported
+#: graph, e.g. a PT2E-quantized model).
+STAGE_MODEL_FILES = ("model.pt", "model.pt2")
+
+
+def stage_folders(run_dir: str | os.PathLike[str], files: tuple[str, ...] = STAGE_MODEL_FILES) -> list[Path]:
+    """The ``stage-XX-<type>`` folders of ``run_dir`` holding one of ``files``, in stage order."""
+    return sorted(p for p in Path(run_dir).glob("stage-*") if any((p / name).is_file() for name in files))
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

@@ -19,6 +19,7 @@ from srcompress.checkpoint import load_checkpoint, save_checkpoint
 from srcompress.engine import compress, run
 from srcompress.errors import StageError
 from srcompress.registry import Registry, reset_default_registry
+from srcompress.rundir import stage_folders
 
 
 @pytest.fixture
@@ -171,3 +172,13 @@ def test_a_traced_graph_stage_is_saved_as_pt2_and_resumed(registry: Registry, tm
     x = torch.rand(1, 3, 12, 10)
     assert torch.allclose(again.model(x), first.model(x), atol=1e-6)
     assert again.records[2]["params"] == first.records[1]["params"]
+
+
+def test_stage_folders_are_the_finished_stages_in_order(tmp_path: Path) -> None:
+    for folder, file in [("stage-01-quantize", "model.pt2"), ("stage-00-distill", "model.pt"), ("stage-02-prune", None)]:
+        (tmp_path / folder / "work").mkdir(parents=True)  # stage-02: started, not finished
+        if file:
+            (tmp_path / folder / file).write_bytes(b"")
+    assert [p.name for p in stage_folders(tmp_path)] == ["stage-00-distill", "stage-01-quantize"]
+    assert [p.name for p in stage_folders(tmp_path, ("model.pt",))] == ["stage-00-distill"]
+    assert stage_folders(tmp_path / "missing") == []
