@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deploy", help="deploy a model or a run's final model to backends")
     _model_source_args(p)
     p.add_argument("--backend", action="append", required=True, help="backend name (repeatable)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option, e.g. precision=int8 for a quantized model (value read as YAML; repeatable; "
+                   "applies to every --backend)")
     p.add_argument("--out", type=Path, default=Path("deploy"))
 
     p = sub.add_parser("bench", help="latency table across backends and LR sizes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,11 @@ def cmd_eval(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _load_model(args: argparse.Namespace, registry: Registry) -> nn.Module:
+    """The model a command names: a run directory's last finished stage, a checkpoint file, or --model.
+
+    An exported graph (``.pt2``, e.g. a PT2E-quantized stage) is returned as loaded: its mode is part
+    of the graph (``eval()`` raises on it; :func:`srcompress.modes.eval_mode` lets it run as it is).
+    """
     from srcompress.checkpoint import load_checkpoint, load_exported, read_checkpoint
     from srcompress.models import build_model, ref_from_mapping
     from srcompress.recipe import make_converter
@@ -99,9 +105,9 @@ def _load_model(args: argparse.Namespace, registry: Registry) -> nn.Module:
     if source is not None:
         path = Path(source)
         if path.is_dir():
-            path = _final_checkpoint(path)
+            return _last_stage_model(path, registry)
         if path.suffix == ".pt2":
-            return load_exported(path).eval()
+            return load_exported(path)
         payload = read_checkpoint(path)
         if payload["model"] is None:
             raise SrcompressError(f"{path}: holds a user module; load it in Python with srcompress.checkpoint.load_checkpoint")
@@ -117,13 +123,34 @@ def _load_model(args: argparse.Namespace, registry: Registry) -> nn.Module:
     return build_model(ref, registry=registry).eval()
 
 
-def _final_checkpoint(run_dir: Path) -> Path:
-    from srcompress.rundir import STAGE_MODEL_FILES, stage_folders
+def _last_stage_model(run_dir: Path, registry: Registry) -> nn.Module:
+    from srcompress.checkpoint import load_stage_model
+    from srcompress.rundir import stage_folders
 
     stages = stage_folders(run_dir)
     if not stages:
         raise SrcompressError(f"{run_dir}: no finished stage checkpoint (stage-XX/model.pt or .pt2) in this run directory")
-    return next(stages[-1] / name for name in STAGE_MODEL_FILES if (stages[-1] / name).is_file())
+    model = load_stage_model(stages[-1], registry=registry)
+    with contextlib.suppress(NotImplementedError):  # an exported graph has no eval(): see _load_model
+        model.eval()
+    return model
+
+
+def backend_options(items: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` items as a mapping; each value is read as a YAML scalar or list (``int8``,
+    ``2``, ``true``, ``[a, b]``), never evaluated as code."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SrcompressError(f"--option {item!r}: expected KEY=VALUE, e.g. precision=int8")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise SrcompressError(f"--option {item!r}: the value is not a YAML scalar or list") from None
+    return options
 
 
 def cmd_deploy(args: argparse.Namespace, registry: Registry) -> int:
@@ -131,10 +158,9 @@ def cmd_deploy(args: argparse.Namespace, registry: Registry) -> int:
 
     model = _load_model(args, registry)
     example = torch.rand(1, 3, 64, 64)
+    options = backend_options(args.option)
     for backend in args.backend:
-        entry = registry.get_backend(backend)
-        config = entry.config_cls()
-        deployed, check = deploy_model(model, backend, config, example, args.out / backend, registry=registry)
+        deployed, check = deploy_model(model, backend, options, example, args.out / backend, registry=registry)
         print(f"{backend}: {deployed.metadata.get('path', args.out / backend)} (max |diff| vs torch {check.max_abs:.2e})")
     return 0
 

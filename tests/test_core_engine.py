@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -16,8 +17,9 @@ import yaml
 
 from plugin_dists import THIRD_PARTY_PLUGIN, make_dist
 from srcompress.checkpoint import load_checkpoint, save_checkpoint
+from srcompress.cli_commands import _load_model, backend_options
 from srcompress.engine import compress, run
-from srcompress.errors import StageError
+from srcompress.errors import SrcompressError, StageError
 from srcompress.registry import Registry, reset_default_registry
 from srcompress.rundir import stage_folders
 
@@ -172,6 +174,19 @@ def test_a_traced_graph_stage_is_saved_as_pt2_and_resumed(registry: Registry, tm
     x = torch.rand(1, 3, 12, 10)
     assert torch.allclose(again.model(x), first.model(x), atol=1e-6)
     assert again.records[2]["params"] == first.records[1]["params"]
+    # the CLI's deploy/bench load a run whose last stage is an exported graph (it has no eval())
+    loaded = _load_model(argparse.Namespace(source=str(tmp_path / "run"), checkpoint=None, model=None), registry)
+    assert torch.allclose(loaded(x), first.model(x), atol=1e-6)
+
+
+def test_cli_backend_options_are_yaml_values_and_name_a_malformed_item() -> None:
+    assert backend_options(["precision=int8", "threads=2", "spin=false", "rewrites=[]"]) == {
+        "precision": "int8", "threads": 2, "spin": False, "rewrites": [],
+    }  # fmt: skip
+    with pytest.raises(SrcompressError, match=r"--option 'int8': expected KEY=VALUE, e.g. precision=int8"):
+        backend_options(["int8"])
+    with pytest.raises(SrcompressError, match=r"--option 'rewrites=\[a': the value is not a YAML scalar or list"):
+        backend_options(["rewrites=[a"])
 
 
 def test_stage_folders_are_the_finished_stages_in_order(tmp_path: Path) -> None:
