@@ -141,6 +141,7 @@ def test_onnx_backend_from_module_fp32_rewritten_and_exact(tiny: TinySR) -> None
     assert applied == [
         ("prelu_scalar_to_leaky_relu", 0), ("activation_before_d2s", 1), ("prelu_flip_steep", 0), ("prelu_two_convs", 1),
         ("prelu_to_max", 0), ("subpixel_tail", 1), ("subpixel_compact", 1), ("d2s_conv_transpose", 0),
+        ("d2s_int8_channels_last", 0),
     ]  # fmt: skip
     assert all(r["max_abs_diff"] <= 1e-6 for r in meta["rewrites"])
     ops = [n.op_type for n in deployed.proto.graph.node]
@@ -547,7 +548,7 @@ def test_onnx_backend_fp16_and_save_load_round_trip(tiny: TinySR, tiny_onnx: onn
     assert path.name == "tiny_fp16.onnx"
     loaded = load_onnx_deployed(path, OnnxConfig(provider="cpu", threads=1))
     assert torch.equal(loaded(x), half(x))
-    assert loaded.metadata["precision"] == "fp16" and loaded.metadata["rewrites"][-1]["name"] == "d2s_conv_transpose"
+    assert loaded.metadata["precision"] == "fp16" and loaded.metadata["rewrites"][-1]["name"] == "d2s_int8_channels_last"
     from_path = compile_onnx(path, example, OnnxConfig(provider="cpu", precision="fp16", rewrites=[]))
     assert torch.equal(from_path(x), half(x))
 
@@ -616,7 +617,8 @@ def test_int8_qdq_graph_deploys_and_the_dcr_rewrite_permutes_quantized_weights()
     assert depth_to_space_modes(deployed.proto) == ["DCR"]
     # the default rewrites: the float conv's shuffle (not between Q/DQ) becomes a ConvTranspose
     default = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8"))
-    assert depth_to_space_modes(default.proto) == [] and default.metadata["rewrites"][-1]["applied"] == 1
+    applied = {r["name"]: r["applied"] for r in default.metadata["rewrites"]}
+    assert depth_to_space_modes(default.proto) == [] and applied["d2s_conv_transpose"] == 1
     plain = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8", rewrites=[]))
     x = torch.rand(1, 3, 9, 4)
     assert float((deployed(x) - plain(x)).abs().max()) <= 1e-6

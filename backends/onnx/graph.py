@@ -6,12 +6,16 @@ Only what the rewrites and the pre-flight need; the graph itself stays a plain `
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["GraphIndex", "attribute", "conv_bias", "conv_weight", "opset_version", "per_channel", "replace_nodes", "topological_sort"]
+__all__ = [
+    "GraphIndex", "attribute", "conv_bias", "conv_weight", "opset_version", "per_channel", "replace_nodes",
+    "rewrite_each_shuffle", "topological_sort",
+]  # fmt: skip
 
 
 def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -158,3 +162,14 @@ def replace_nodes(graph: onnx.GraphProto, index: GraphIndex, old: list[onnx.Node
             graph.initializer.remove(index.initializers[name])
     for info in [v for v in graph.value_info if v.name in gone]:
         graph.value_info.remove(info)
+
+
+def rewrite_each_shuffle(model: onnx.ModelProto, rewrite: Callable[[GraphIndex, onnx.NodeProto], bool]) -> int:
+    """Call ``rewrite(index, shuffle)`` on each ``DepthToSpace`` (a fresh index each time); returns how
+    many it rewrote (it returns True for those), and sorts the graph once if any."""
+    count = 0
+    for shuffle in [n for n in model.graph.node if n.op_type == "DepthToSpace"]:
+        count += bool(rewrite(GraphIndex(model.graph), shuffle))
+    if count:
+        topological_sort(model.graph)
+    return count

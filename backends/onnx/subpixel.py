@@ -11,7 +11,9 @@ import numpy as np
 import onnx
 from attrs import define
 
-from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, conv_weight, per_channel, replace_nodes, topological_sort
+from srcompress.backends.onnx.graph import (
+    GraphIndex, attribute, conv_bias, conv_weight, per_channel, replace_nodes, rewrite_each_shuffle, topological_sort,
+)  # fmt: skip
 
 __all__ = ["subpixel_compact", "subpixel_kernel", "subpixel_tail"]
 
@@ -212,16 +214,14 @@ def subpixel_compact(model: onnx.ModelProto) -> int:
     plus zeros. Applies to a group-1 conv with constant float weights, stride and dilation 1, read only
     by a ``DepthToSpace`` (either mode), when the windows have fewer taps than the kernel.
     """
-    count = 0
-    for d2s in [n for n in model.graph.node if n.op_type == "DepthToSpace"]:
-        index = GraphIndex(model.graph)
-        plan = _compact_plan(index, d2s)
-        if plan is not None:
-            _compact(model.graph, index, d2s, *plan)
-            count += 1
-    if count:
-        topological_sort(model.graph)
-    return count
+    return rewrite_each_shuffle(model, _compact_one)
+
+
+def _compact_one(index: GraphIndex, d2s: onnx.NodeProto) -> bool:
+    plan = _compact_plan(index, d2s)
+    if plan is not None:
+        _compact(index.graph, index, d2s, *plan)
+    return plan is not None
 
 
 @define(frozen=True)
