@@ -240,6 +240,20 @@ def _conv_prelu_graph(in_channels: int, slopes: list[float]) -> onnx.ModelProto:
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
+def test_prelu_before_a_quantizer_is_left_to_the_bit_exact_max_form() -> None:
+    # the two convs round differently from one; a QuantizeLinear after them turns that into whole steps
+    model = _conv_prelu_graph(32, [0.25, -0.5, 0.75, 0.1] * 8)
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.array(1e-3, np.float32), "q_scale"), numpy_helper.from_array(np.array(128, np.uint8), "q_zero"),
+    ])  # fmt: skip
+    model.graph.node.extend([
+        oh.make_node("QuantizeLinear", ["z", "q_scale", "q_zero"], ["zq"]), oh.make_node("DequantizeLinear", ["zq", "q_scale", "q_zero"], ["zd"]),
+    ])  # fmt: skip
+    model.graph.output[0].name = "zd"
+    out, reports = apply_rewrites(model, ["prelu_two_convs", "prelu_to_max"], _feeds(1, 32, 40, 60) - 0.5)
+    assert [(r.name, r.applied, r.max_abs_diff) for r in reports] == [("prelu_two_convs", 0, 0.0), ("prelu_to_max", 1, 0.0)]
+
+
 @pytest.mark.parametrize(
     ("in_channels", "slopes", "applied"),
     [(16, [0.25, -0.5, 1.0, 0.0], 1), (64, [0.25, -0.5, 1.0, 0.0], 1), (72, [0.25, -0.5, 1.0, 0.0], 0), (16, [0.25, 1.5, 1.0, 0.0], 0)],

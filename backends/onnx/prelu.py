@@ -204,7 +204,10 @@ def prelu_two_convs(model: onnx.ModelProto) -> int:
     ``Conv(x, a W, a b) + Relu(Conv(x, (1 - a) W, (1 - a) b))``. ONNX Runtime fuses the Relu into
     its conv and the Add into the other conv's sum input, so no elementwise pass is left. Applied
     only where the conv is narrow (fan-in <= :data:`TWO_CONVS_MAX_FAN_IN`: the 1x1 convs of separable
-    convs with up to 64 channels); elsewhere ``prelu_to_max`` handles the PRelu.
+    convs with up to 64 channels); elsewhere ``prelu_to_max`` handles the PRelu. Not applied where a
+    ``QuantizeLinear`` reads the PRelu: the two convs round differently from one (1e-7 relative), and
+    a value on a rounding boundary of the quantizer then moves a whole integer step (0.145 on the
+    released KD student's PTQ graph, whose body convs stay float); ``prelu_to_max`` is bit-exact there.
     """
     count = _rewrite_each(model, _two_conv_site, _split_into_two_convs)
     if count:
@@ -216,6 +219,8 @@ def _two_conv_site(index: GraphIndex, prelu: onnx.NodeProto) -> _ConvPRelu | Non
     """The conv and PRelu when the conv is narrow and every slope is at most 1, else None."""
     found = _conv_prelu(index, prelu)
     if found is None or int(np.prod(found.weight.shape[1:])) > TWO_CONVS_MAX_FAN_IN or not np.all(found.slopes <= 1):
+        return None
+    if any(reader.op_type == "QuantizeLinear" for reader in index.consumers.get(prelu.output[0], [])):
         return None
     return found
 
