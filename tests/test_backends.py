@@ -503,6 +503,20 @@ def test_subpixel_tail_moves_the_separable_rgb_tail_before_the_shuffle(tiny_onnx
     assert kept[0].applied == 0
 
 
+def test_subpixel_tail_leaves_a_tail_read_by_a_quantizer() -> None:
+    graph = export_onnx(SeparableTail().eval().requires_grad_(False), torch.rand(1, 3, 12, 16))
+    graph.graph.initializer.extend([
+        numpy_helper.from_array(np.array(0.01, np.float32), "q_scale"), numpy_helper.from_array(np.array(128, np.uint8), "q_zero"),
+    ])  # fmt: skip
+    last = graph.graph.output[0].name
+    graph.graph.node.extend([
+        oh.make_node("QuantizeLinear", [last, "q_scale", "q_zero"], ["yq"]), oh.make_node("DequantizeLinear", ["yq", "q_scale", "q_zero"], ["yd"]),
+    ])  # fmt: skip
+    graph.graph.output[0].name = "yd"
+    _, reports = apply_rewrites(graph, ["activation_before_d2s", "subpixel_tail"], _feeds(1, 3, 12, 16))
+    assert [r.applied for r in reports] == [1, 0]
+
+
 def _conv_d2s_graph(weight: np.ndarray, bias: np.ndarray, pads: tuple[int, int], block: int, mode: str) -> onnx.ModelProto:
     """x -> Conv(weight, bias; pads begin/end on both axes) -> DepthToSpace(block, mode)."""
     inits = [numpy_helper.from_array(weight.astype(np.float32), "k"), numpy_helper.from_array(bias.astype(np.float32), "b")]

@@ -32,6 +32,7 @@ def subpixel_tail(model: onnx.ModelProto) -> int:
     dense on the low-resolution grid (for r = 2, k = 3: 3 x 3 taps, a quarter of them nonzero), so it
     does more multiply-adds than the tail (9x for C = 8, O = 3), on a small output: ONNX Runtime CPU
     is memory-bound there (a pruned Light student with C = 8: 110 vs 145 ms, LR 320x180, 2 threads).
+    Not applied where a ``QuantizeLinear`` reads the tail's output (see ``prelu_two_convs``).
     """
     count = 0
     while True:
@@ -74,9 +75,15 @@ def _tail_site(index: GraphIndex, d2s: onnx.NodeProto) -> _TailSite | None:
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
     affine, mix, shift = _trailing_affine(index, convs[-1].output[0], kernel.shape[0])
     kernel, bias = np.einsum("po,ocij->pcij", mix, kernel), mix @ bias + shift
-    if kernel.shape[0] >= channels:
+    if kernel.shape[0] >= channels or _quantized(index, (convs + affine)[-1].output[0]):
         return None
     return d2s, convs + affine, kernel, bias
+
+
+def _quantized(index: GraphIndex, tensor: str) -> bool:
+    """Whether a QuantizeLinear reads ``tensor``: the composed conv rounds differently from the chain it
+    replaces (1e-7 relative), and a value on a rounding boundary would move a whole integer step."""
+    return any(reader.op_type == "QuantizeLinear" for reader in index.consumers.get(tensor, []))
 
 
 def _trailing_affine(index: GraphIndex, tensor: str, channels: int) -> tuple[list[onnx.NodeProto], np.ndarray, np.ndarray]:
