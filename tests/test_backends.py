@@ -240,14 +240,20 @@ def _conv_prelu_graph(in_channels: int, slopes: list[float]) -> onnx.ModelProto:
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
-def test_prelu_before_a_quantizer_is_left_to_the_bit_exact_max_form() -> None:
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_prelu_before_a_quantizer_is_left_to_the_bit_exact_max_form(shuffled: bool) -> None:
     # the two convs round differently from one; a QuantizeLinear after them turns that into whole steps
     model = _conv_prelu_graph(32, [0.25, -0.5, 0.75, 0.1] * 8)
     model.graph.initializer.extend([
         numpy_helper.from_array(np.array(1e-3, np.float32), "q_scale"), numpy_helper.from_array(np.array(128, np.uint8), "q_zero"),
     ])  # fmt: skip
+    quantized = "z"
+    if shuffled:  # a pixel shuffle between them only moves the values
+        model.graph.node.append(oh.make_node("DepthToSpace", ["z"], ["zs"], blocksize=2, mode="CRD"))
+        quantized = "zs"
     model.graph.node.extend([
-        oh.make_node("QuantizeLinear", ["z", "q_scale", "q_zero"], ["zq"]), oh.make_node("DequantizeLinear", ["zq", "q_scale", "q_zero"], ["zd"]),
+        oh.make_node("QuantizeLinear", [quantized, "q_scale", "q_zero"], ["zq"]),
+        oh.make_node("DequantizeLinear", ["zq", "q_scale", "q_zero"], ["zd"]),
     ])  # fmt: skip
     model.graph.output[0].name = "zd"
     out, reports = apply_rewrites(model, ["prelu_two_convs", "prelu_to_max"], _feeds(1, 32, 40, 60) - 0.5)

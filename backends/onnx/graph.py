@@ -13,8 +13,8 @@ import onnx
 from onnx import numpy_helper
 
 __all__ = [
-    "GraphIndex", "attribute", "conv_bias", "conv_weight", "opset_version", "per_channel", "replace_nodes",
-    "rewrite_each_shuffle", "topological_sort",
+    "GraphIndex", "attribute", "conv_bias", "conv_weight", "feeds_quantizer", "opset_version", "per_channel",
+    "replace_nodes", "rewrite_each_shuffle", "topological_sort",
 ]  # fmt: skip
 
 
@@ -173,3 +173,25 @@ def rewrite_each_shuffle(model: onnx.ModelProto, rewrite: Callable[[GraphIndex, 
     if count:
         topological_sort(model.graph)
     return count
+
+
+#: Ops that only move or copy values: a quantizer behind them sees the same numbers.
+_DATA_MOVES = {"DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
+
+
+def feeds_quantizer(index: GraphIndex, tensor: str) -> bool:
+    """Whether a ``QuantizeLinear`` reads ``tensor``, directly or through ops that only move values.
+
+    A rewrite exact up to float rounding (~1e-7 relative) is not exact there: a value on a rounding
+    boundary of the quantizer moves a whole integer step.
+    """
+    pending, seen = [tensor], set()
+    while pending:
+        name = pending.pop()
+        seen.add(name)
+        for reader in index.consumers.get(name, []):
+            if reader.op_type == "QuantizeLinear":
+                return True
+            if reader.op_type in _DATA_MOVES and reader.input[0] == name:
+                pending.extend(out for out in reader.output if out not in seen)
+    return False

@@ -18,7 +18,9 @@ import numpy as np
 import onnx
 from attrs import define
 
-from srcompress.backends.onnx.graph import GraphIndex, attribute, conv_bias, conv_weight, per_channel, replace_nodes, topological_sort
+from srcompress.backends.onnx.graph import (
+    GraphIndex, attribute, conv_bias, conv_weight, feeds_quantizer, per_channel, replace_nodes, topological_sort,
+)  # fmt: skip
 
 __all__ = ["TWO_CONVS_MAX_FAN_IN", "prelu_flip_steep", "prelu_scalar_to_leaky_relu", "prelu_to_max", "prelu_two_convs"]
 
@@ -205,7 +207,7 @@ def prelu_two_convs(model: onnx.ModelProto) -> int:
     its conv and the Add into the other conv's sum input, so no elementwise pass is left. Applied
     only where the conv is narrow (fan-in <= :data:`TWO_CONVS_MAX_FAN_IN`: the 1x1 convs of separable
     convs with up to 64 channels); elsewhere ``prelu_to_max`` handles the PRelu. Not applied where a
-    ``QuantizeLinear`` reads the PRelu: the two convs round differently from one (1e-7 relative), and
+    ``QuantizeLinear`` reads the PRelu (directly or after a shuffle): the two convs round differently from one (1e-7 relative), and
     a value on a rounding boundary of the quantizer then moves a whole integer step (0.145 on the
     released KD student's PTQ graph, whose body convs stay float); ``prelu_to_max`` is bit-exact there.
     """
@@ -220,7 +222,7 @@ def _two_conv_site(index: GraphIndex, prelu: onnx.NodeProto) -> _ConvPRelu | Non
     found = _conv_prelu(index, prelu)
     if found is None or int(np.prod(found.weight.shape[1:])) > TWO_CONVS_MAX_FAN_IN or not np.all(found.slopes <= 1):
         return None
-    if any(reader.op_type == "QuantizeLinear" for reader in index.consumers.get(prelu.output[0], [])):
+    if feeds_quantizer(index, prelu.output[0]):
         return None
     return found
 

@@ -12,7 +12,8 @@ import onnx
 from attrs import define
 
 from srcompress.backends.onnx.graph import (
-    GraphIndex, attribute, conv_bias, conv_weight, per_channel, replace_nodes, rewrite_each_shuffle, topological_sort,
+    GraphIndex, attribute, conv_bias, conv_weight, feeds_quantizer, per_channel, replace_nodes, rewrite_each_shuffle,
+    topological_sort,
 )  # fmt: skip
 
 __all__ = ["subpixel_compact", "subpixel_kernel", "subpixel_tail"]
@@ -75,15 +76,9 @@ def _tail_site(index: GraphIndex, d2s: onnx.NodeProto) -> _TailSite | None:
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
     affine, mix, shift = _trailing_affine(index, convs[-1].output[0], kernel.shape[0])
     kernel, bias = np.einsum("po,ocij->pcij", mix, kernel), mix @ bias + shift
-    if kernel.shape[0] >= channels or _quantized(index, (convs + affine)[-1].output[0]):
+    if kernel.shape[0] >= channels or feeds_quantizer(index, (convs + affine)[-1].output[0]):
         return None
     return d2s, convs + affine, kernel, bias
-
-
-def _quantized(index: GraphIndex, tensor: str) -> bool:
-    """Whether a QuantizeLinear reads ``tensor``: the composed conv rounds differently from the chain it
-    replaces (1e-7 relative), and a value on a rounding boundary would move a whole integer step."""
-    return any(reader.op_type == "QuantizeLinear" for reader in index.consumers.get(tensor, []))
 
 
 def _trailing_affine(index: GraphIndex, tensor: str, channels: int) -> tuple[list[onnx.NodeProto], np.ndarray, np.ndarray]:
