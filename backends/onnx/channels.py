@@ -15,8 +15,8 @@ from srcompress.backends.onnx.graph import GraphIndex, attribute, per_channel
 
 __all__ = ["PERMUTED_KEY", "QDQ_OPS", "UNARY_OPS", "crd_to_dcr_permutation", "reorder_channels"]
 
-#: Node metadata that d2s_dcr and d2s_int8_channels_last write on each conv they permute (value: the DepthToSpace block size),
-#: so diagnostics can restore the conv's original channel order.
+#: Node metadata that d2s_dcr and d2s_int8_channels_last write on each conv they permute (value: the
+#: DepthToSpace block size), so diagnostics can restore the conv's original channel order.
 PERMUTED_KEY = "srcompress.dcr_block"
 UNARY_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Elu", "Selu", "Softplus", "Identity", "Celu", "HardSwish"}
 _BINARY = {"Add", "Sub", "Mul", "Div", "PRelu"}
