@@ -89,7 +89,8 @@ def _channels_last_shuffle(graph: onnx.GraphProto, index: GraphIndex, site: _Sit
         "grow": np.array([1, r, r, 1], np.int64),
         "shrink": np.array([1, 1, 1, r * r], np.int64),
     }
-    name = {key: index.fresh_name(f"{base}_nhwc_{key}") for key in (*constants, "nhwc", "split", "moved", "dims", "scaled", "target", "wide")}
+    tensors = (*constants, "nhwc", "split", "moved", "dims", "scaled", "target", "wide")
+    name = {key: index.fresh_name(f"{base}_nhwc_{key}") for key in tensors}
     graph.initializer.extend(onnx.numpy_helper.from_array(value, name[key]) for key, value in constants.items())
     node = onnx.helper.make_node
     return [
