@@ -207,9 +207,10 @@ def prelu_two_convs(model: onnx.ModelProto) -> int:
     its conv and the Add into the other conv's sum input, so no elementwise pass is left. Applied
     only where the conv is narrow (fan-in <= :data:`TWO_CONVS_MAX_FAN_IN`: the 1x1 convs of separable
     convs with up to 64 channels); elsewhere ``prelu_to_max`` handles the PRelu. Not applied where a
-    ``QuantizeLinear`` reads the PRelu (directly or after a shuffle): the two convs round differently from one (1e-7 relative), and
-    a value on a rounding boundary of the quantizer then moves a whole integer step (0.145 on the
-    released KD student's PTQ graph, whose body convs stay float); ``prelu_to_max`` is bit-exact there.
+    ``QuantizeLinear`` reads the PRelu (directly or after a shuffle): the two convs round differently
+    from one (1e-7 relative), and a value on a rounding boundary of the quantizer then moves a whole
+    integer step (0.145 on the released KD student's PTQ graph, whose body convs stay float);
+    ``prelu_to_max`` is bit-exact there.
     """
     count = _rewrite_each(model, _two_conv_site, _split_into_two_convs)
     if count:

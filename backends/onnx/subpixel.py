@@ -199,7 +199,6 @@ def _move_tail(
     replace_nodes(graph, index, [d2s, *convs], [conv, shuffle])
 
 
-
 # ------------------------------------------------------------------------------ subpixel_compact
 
 
