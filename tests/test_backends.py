@@ -140,7 +140,7 @@ def test_onnx_backend_from_module_fp32_rewritten_and_exact(tiny: TinySR) -> None
     # (3 < 8 channels); its conv shrinks to the sub-pixel windows and the shuffle becomes a ConvTranspose
     assert applied == [
         ("prelu_scalar_to_leaky_relu", 0), ("activation_before_d2s", 1), ("prelu_flip_steep", 0), ("prelu_two_convs", 1),
-        ("prelu_to_max", 0), ("subpixel_tail", 1), ("subpixel_compact", 1), ("d2s_conv_transpose", 0),
+        ("prelu_to_max", 0), ("subpixel_tail", 1), ("subpixel_compact", 1), ("linear_branch_fold", 0), ("d2s_conv_transpose", 0),
         ("d2s_int8_channels_last", 0),
     ]  # fmt: skip
     assert all(r["max_abs_diff"] <= 1e-6 for r in meta["rewrites"])
@@ -495,7 +495,9 @@ def test_subpixel_tail_moves_the_separable_rgb_tail_before_the_shuffle(tiny_onnx
     assert float((deployed(x) - net(x)).abs().max()) < 1e-5
     graph = GraphIndex(deployed.proto.graph)
     (shuffle,) = [n for n in deployed.proto.graph.node if n.op_type == "ConvTranspose"]  # subpixel_compact
-    conv = graph.producer[shuffle.input[0]]
+    folded = graph.producer[shuffle.input[0]]  # linear_branch_fold: the conv on the relu branch + the folded linear one
+    assert folded.op_type == "Add" and reports["linear_branch_fold"]["applied"] == 1
+    conv = graph.producer[folded.input[0]]
     assert conv.op_type == "Conv" and graph.constant(conv.input[1]).shape == (12, 64, 2, 2)  # 3 x 3 before subpixel_compact
     assert shuffle.output[0] == deployed.proto.graph.output[0].name, "the mean and the scaling went into the conv"
     # a tail that does not narrow the channels (3 -> 3) is left at full resolution

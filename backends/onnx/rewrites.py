@@ -18,6 +18,9 @@ checked by running the graph before and after it in ONNX Runtime (:func:`apply_r
   :mod:`~srcompress.backends.onnx.prelu`) and
   ``subpixel_tail`` / ``subpixel_compact`` (in :mod:`~srcompress.backends.onnx.subpixel`): see their
   docstrings.
+- ``linear_branch_fold`` (in :mod:`~srcompress.backends.onnx.branch_fold`): the linear half of a
+  two-conv PReLU folded into the conv that reads the sum (the sub-pixel tail), so the wide linear
+  map is never written.
 - ``prelu_to_max``: ``PRelu(x, s)`` with constant slopes all <= 1 becomes ``Max(x, s * x)`` (all >= 1:
   ``Min``): the same values bit for bit (each output is either ``x`` or ``s * x``), and ONNX Runtime's
   broadcast Mul + Max run ~3.6x faster than its per-channel PRelu kernel (58 vs 16 ms on
@@ -32,6 +35,7 @@ import numpy as np
 import onnx
 from attrs import define
 
+from srcompress.backends.onnx.branch_fold import linear_branch_fold
 from srcompress.backends.onnx.channels import PERMUTED_KEY, QDQ_OPS, UNARY_OPS, crd_to_dcr_permutation, reorder_channels
 from srcompress.backends.onnx.graph import GraphIndex, attribute, replace_nodes, topological_sort
 from srcompress.backends.onnx.int8_shuffle import d2s_int8_channels_last
@@ -50,6 +54,7 @@ __all__ = [
     "d2s_conv_transpose",
     "d2s_dcr",
     "d2s_int8_channels_last",
+    "linear_branch_fold",
     "prelu_flip_steep",
     "prelu_scalar_to_leaky_relu",
     "prelu_to_max",
@@ -238,6 +243,7 @@ REWRITES: dict[str, Callable[[onnx.ModelProto], int]] = {
     "prelu_two_convs": prelu_two_convs,
     "subpixel_tail": subpixel_tail,
     "subpixel_compact": subpixel_compact,
+    "linear_branch_fold": linear_branch_fold,
 }
 
 
