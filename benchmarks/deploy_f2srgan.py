@@ -158,9 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     report = _report(args, rows, table, verify_lines, preflight_table, export_s, time.perf_counter() - start, load_before, load_after)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+        args.out.write_text(with_hand_notes(report, args.out.read_text() if args.out.is_file() else ""))
         print(f"wrote {args.out}")
     return 0
+
+
+#: The heading of the hand-written notes at the end of the page: a rerun keeps them.
+NOTES_HEADING = "## Notes (written by hand"
+
+
+def with_hand_notes(report: str, old_page: str) -> str:
+    """``report`` followed by the hand-written notes section of ``old_page`` (from ``NOTES_HEADING`` on), if any."""
+    if NOTES_HEADING not in old_page:
+        return report
+    return report.rstrip("\n") + "\n\n" + old_page[old_page.index(NOTES_HEADING):]
 
 
 def _ratio_lines(rows: list) -> list[str]:
