@@ -20,7 +20,8 @@ from attrs import define
 
 from srcompress.backends.onnx.channels import UNARY_OPS
 from srcompress.backends.onnx.graph import (
-    GraphIndex, attribute, conv_bias, conv_weight, feeds_quantizer, opset_version, replace_nodes, topological_sort,
+    GraphIndex, attribute, conv_bias, conv_weight, dense_steps, feeds_quantizer, opset_version, pointwise_conv,
+    replace_nodes, topological_sort,
 )  # fmt: skip
 
 __all__ = ["linear_branch_fold"]
@@ -76,7 +77,7 @@ def _fold_site(index: GraphIndex, add: onnx.NodeProto, ones_map: bool) -> _FoldS
         return None
     for slot in (0, 1):
         branch = index.producer.get(add.input[slot])
-        mix = _pointwise(index, branch)
+        mix = None if branch is None else pointwise_conv(index, branch, branch.input[0])
         if mix is None or index.only_consumer(add.input[slot]) is not add:
             continue
         weight, bias = mix
@@ -92,19 +93,7 @@ def _plain_reader(index: GraphIndex, conv: onnx.NodeProto, tensor: str) -> bool:
     """Whether ``conv`` is a 2-D group-1 conv with stride and dilation 1 that reads ``tensor`` only as data."""
     if conv.op_type != "Conv" or conv.input[0] != tensor or tensor in conv.input[1:]:
         return False
-    steps = list(attribute(conv, "strides", [1, 1])) + list(attribute(conv, "dilations", [1, 1]))  # type: ignore[call-overload]
-    return all(s == 1 for s in steps) and attribute(conv, "auto_pad", "NOTSET") == "NOTSET" and attribute(conv, "group", 1) == 1
-
-
-def _pointwise(index: GraphIndex, conv: onnx.NodeProto | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(weight (M, C), bias (M,)) of a group-1, stride-1, unpadded 1x1 conv with constant float weights."""
-    if conv is None or conv.op_type != "Conv" or not _plain_reader(index, conv, conv.input[0]):
-        return None
-    weight = conv_weight(index, conv)
-    if weight is None or weight.shape[2:] != (1, 1) or any(attribute(conv, "pads", [0, 0, 0, 0])):  # type: ignore[arg-type]
-        return None
-    bias = conv_bias(index, conv, weight)
-    return None if bias is None else (weight[:, :, 0, 0], bias)
+    return dense_steps(conv) and attribute(conv, "group", 1) == 1
 
 
 def _same_map(index: GraphIndex, tensor: str, branch: onnx.NodeProto) -> bool:
@@ -118,8 +107,7 @@ def _same_map(index: GraphIndex, tensor: str, branch: onnx.NodeProto) -> bool:
     weight = conv_weight(index, node)
     if weight is None or weight.shape[2:] != (1, 1) or any(attribute(node, "pads", [0, 0, 0, 0])):  # type: ignore[arg-type]
         return False
-    steps = list(attribute(node, "strides", [1, 1])) + list(attribute(node, "dilations", [1, 1]))  # type: ignore[call-overload]
-    return all(s == 1 for s in steps) and weight.shape[0] == conv_weight(index, branch).shape[0]  # type: ignore[union-attr]
+    return dense_steps(node) and weight.shape[0] == conv_weight(index, branch).shape[0]  # type: ignore[union-attr]
 
 
 def _padded(conv: onnx.NodeProto) -> bool:
@@ -193,12 +181,11 @@ def _shape_source(index: GraphIndex, tensor: str) -> str:
 
 def _same_size_conv(node: onnx.NodeProto) -> bool:
     kernel = attribute(node, "kernel_shape")
-    if node.op_type != "Conv" or kernel is None or attribute(node, "auto_pad", "NOTSET") != "NOTSET":
+    if node.op_type != "Conv" or kernel is None or not dense_steps(node):
         return False
-    steps = list(attribute(node, "strides", [1, 1])) + list(attribute(node, "dilations", [1, 1]))  # type: ignore[call-overload]
     pads = list(attribute(node, "pads", [0] * 2 * len(kernel)))  # type: ignore[call-overload, arg-type]
     rank = len(kernel)  # type: ignore[arg-type]
-    return all(s == 1 for s in steps) and all(pads[i] + pads[i + rank] == k - 1 for i, k in enumerate(kernel))  # type: ignore[arg-type]
+    return all(pads[i] + pads[i + rank] == k - 1 for i, k in enumerate(kernel))  # type: ignore[arg-type]
 
 
 def _ones_like(x: str, name: dict[str, str], dtype: np.dtype, base: str) -> list[onnx.NodeProto]:

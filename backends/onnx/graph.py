@@ -13,8 +13,8 @@ import onnx
 from onnx import numpy_helper
 
 __all__ = [
-    "GraphIndex", "attribute", "conv_bias", "conv_weight", "feeds_quantizer", "opset_version", "per_channel",
-    "replace_nodes", "rewrite_each_shuffle", "topological_sort",
+    "GraphIndex", "attribute", "conv_bias", "conv_weight", "dense_steps", "feeds_quantizer", "opset_version", "per_channel",
+    "plain_conv", "pointwise_conv", "replace_nodes", "rewrite_each_shuffle", "topological_sort",
 ]  # fmt: skip
 
 
@@ -145,6 +145,38 @@ def conv_bias(index: GraphIndex, conv: onnx.NodeProto, weight: np.ndarray) -> np
     if len(conv.input) > 2 and conv.input[2]:
         return index.constant(conv.input[2])
     return np.zeros(weight.shape[0], weight.dtype)
+
+
+def pointwise_conv(index: GraphIndex, node: onnx.NodeProto | None, tensor: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weight (O, C), bias (O,)) of ``node`` when it is a plain 1x1 conv (group 1) reading ``tensor``."""
+    if node is None or node.op_type != "Conv" or node.input[0] != tensor:
+        return None
+    params = plain_conv(index, node)
+    if params is None or params[2] != 1 or params[0].shape[2:] != (1, 1):
+        return None
+    return params[0][:, :, 0, 0], params[1]
+
+
+def plain_conv(index: GraphIndex, conv: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(float weight, bias, group) of a stride-1 conv with an odd square kernel and ``same`` padding."""
+    weight = conv_weight(index, conv)
+    if weight is None or weight.shape[2] != weight.shape[3]:
+        return None
+    size = weight.shape[2]
+    pads = attribute(conv, "pads", [0, 0, 0, 0])
+    same = size % 2 == 1 and list(pads) == [size // 2] * 4  # type: ignore[arg-type]
+    if not same or not dense_steps(conv):
+        return None
+    bias = conv_bias(index, conv, weight)
+    if bias is None:
+        return None
+    return weight.astype(np.float64), bias.astype(np.float64), int(attribute(conv, "group", 1))  # type: ignore[arg-type]
+
+
+def dense_steps(conv: onnx.NodeProto) -> bool:
+    """Whether ``conv`` has stride 1, dilation 1 and explicit pads (no ``auto_pad``)."""
+    flat = all(v == 1 for v in attribute(conv, "strides", [1, 1]) + attribute(conv, "dilations", [1, 1]))  # type: ignore[operator]
+    return flat and attribute(conv, "auto_pad", "NOTSET") == "NOTSET"
 
 
 def replace_nodes(graph: onnx.GraphProto, index: GraphIndex, old: list[onnx.NodeProto], new: list[onnx.NodeProto]) -> None:

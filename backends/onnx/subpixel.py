@@ -12,8 +12,8 @@ import onnx
 from attrs import define
 
 from srcompress.backends.onnx.graph import (
-    GraphIndex, attribute, conv_bias, conv_weight, feeds_quantizer, per_channel, replace_nodes, rewrite_each_shuffle,
-    topological_sort,
+    GraphIndex, attribute, conv_bias, conv_weight, dense_steps, feeds_quantizer, per_channel, plain_conv, pointwise_conv,
+    replace_nodes, rewrite_each_shuffle, topological_sort,
 )  # fmt: skip
 
 __all__ = ["subpixel_compact", "subpixel_kernel", "subpixel_tail"]
@@ -56,7 +56,7 @@ def _tail_site(index: GraphIndex, d2s: onnx.NodeProto) -> _TailSite | None:
     first = index.only_consumer(d2s.output[0])
     if first is None or first.op_type != "Conv" or first.input[0] != d2s.output[0]:
         return None
-    params = _plain_conv(index, first)
+    params = plain_conv(index, first)
     if params is None:
         return None
     kernel, bias, group = params
@@ -66,7 +66,7 @@ def _tail_site(index: GraphIndex, d2s: onnx.NodeProto) -> _TailSite | None:
         if group != channels or kernel.shape[1] != 1:
             return None
         second = index.only_consumer(first.output[0])
-        pointwise = _pointwise_conv(index, second, first.output[0])
+        pointwise = pointwise_conv(index, second, first.output[0])
         if pointwise is None:
             return None
         mix = pointwise[0]
@@ -89,7 +89,7 @@ def _trailing_affine(index: GraphIndex, tensor: str, channels: int) -> tuple[lis
     nodes: list[onnx.NodeProto] = []
     while True:
         node = index.only_consumer(tensor)
-        pointwise = _pointwise_conv(index, node, tensor)
+        pointwise = pointwise_conv(index, node, tensor)
         if pointwise is not None:
             weight, offset = pointwise
             mix, shift = weight @ mix, weight @ shift + offset
@@ -117,38 +117,6 @@ def _trailing_affine(index: GraphIndex, tensor: str, channels: int) -> tuple[lis
         nodes.append(node)
         tensor = node.output[0]
     return nodes, mix, shift
-
-
-def _pointwise_conv(index: GraphIndex, node: onnx.NodeProto | None, tensor: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(weight (O, C), bias (O,)) of ``node`` when it is a plain 1x1 conv (group 1) reading ``tensor``."""
-    if node is None or node.op_type != "Conv" or node.input[0] != tensor:
-        return None
-    params = _plain_conv(index, node)
-    if params is None or params[2] != 1 or params[0].shape[2:] != (1, 1):
-        return None
-    return params[0][:, :, 0, 0], params[1]
-
-
-def _plain_conv(index: GraphIndex, conv: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(float weight, bias, group) of a stride-1 conv with an odd square kernel and ``same`` padding."""
-    weight = conv_weight(index, conv)
-    if weight is None or weight.shape[2] != weight.shape[3]:
-        return None
-    size = weight.shape[2]
-    pads = attribute(conv, "pads", [0, 0, 0, 0])
-    same = size % 2 == 1 and list(pads) == [size // 2] * 4  # type: ignore[arg-type]
-    if not same or not _dense_steps(conv):
-        return None
-    bias = conv_bias(index, conv, weight)
-    if bias is None:
-        return None
-    return weight.astype(np.float64), bias.astype(np.float64), int(attribute(conv, "group", 1))  # type: ignore[arg-type]
-
-
-def _dense_steps(conv: onnx.NodeProto) -> bool:
-    """Whether ``conv`` has stride 1, dilation 1 and explicit pads (no ``auto_pad``)."""
-    flat = all(v == 1 for v in attribute(conv, "strides", [1, 1]) + attribute(conv, "dilations", [1, 1]))  # type: ignore[operator]
-    return flat and attribute(conv, "auto_pad", "NOTSET") == "NOTSET"
 
 
 def subpixel_kernel(kernel: np.ndarray, block: int, mode: str) -> tuple[np.ndarray, tuple[int, int]]:
@@ -181,7 +149,7 @@ def _move_tail(
     """Replace ``d2s`` and ``convs`` (the tail and any folded affine ops) by Conv' -> DepthToSpace(DCR)."""
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
     wide, (begin, end) = subpixel_kernel(kernel, block, str(attribute(d2s, "mode", "DCR")))
-    dtype = index.constant(convs[0].input[1]).dtype  # type: ignore[union-attr]  # _plain_conv checked it
+    dtype = index.constant(convs[0].input[1]).dtype  # type: ignore[union-attr]  # plain_conv checked it
     weight_name = index.fresh_name(f"{convs[-1].name or convs[-1].output[0]}_subpixel_w")
     bias_name = index.fresh_name(f"{weight_name}_b")
     graph.initializer.extend([
@@ -279,7 +247,7 @@ def _compact_plan(index: GraphIndex, d2s: onnx.NodeProto) -> _CompactPlan | None
     if conv is None or conv.op_type != "Conv" or index.only_consumer(conv.output[0]) is not d2s:
         return None
     weight = conv_weight(index, conv)
-    if weight is None or not _dense_steps(conv) or int(attribute(conv, "group", 1)) != 1:  # type: ignore[call-overload]
+    if weight is None or not dense_steps(conv) or int(attribute(conv, "group", 1)) != 1:  # type: ignore[call-overload]
         return None
     bias = conv_bias(index, conv, weight)
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
