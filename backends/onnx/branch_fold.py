@@ -154,11 +154,7 @@ def _fold(index: GraphIndex, site: _FoldSite) -> None:
 
 def _fresh_names(index: GraphIndex, base: str, owner: onnx.NodeProto, *keys: str) -> dict[str, str]:
     """Unused tensor names ``{base}_{key}``, reserved in ``index`` as they are made."""
-    names = {}
-    for key in keys:
-        names[key] = index.fresh_name(f"{base}_{key}")
-        index.consumers[names[key]].append(owner)
-    return names
+    return {key: index.reserve_name(f"{base}_{key}", owner) for key in keys}
 
 
 def _conv(inputs: list[str], out: str, name: str, attrs: list[onnx.AttributeProto]) -> onnx.NodeProto:

@@ -94,6 +94,15 @@ class GraphIndex:
             name, k = f"{base}_{k}", k + 1
         return name
 
+    def reserve_name(self, base: str, owner: onnx.NodeProto) -> str:
+        """:meth:`fresh_name`, recorded as read by ``owner`` so that later calls do not hand it out again.
+
+        For a rewrite that names several new tensors before it adds the nodes that make them.
+        """
+        name = self.fresh_name(base)
+        self.consumers[name].append(owner)
+        return name
+
 
 def _dtype_of(tensor: onnx.TensorProto) -> np.dtype:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
