@@ -26,6 +26,7 @@ import torch
 
 from srcompress.backends.onnx import DEFAULT_REWRITES, export_onnx
 from srcompress.deploy import apply_export_forms, bench_backends, deploy_model, format_table, package_versions, parse_lr_size
+from srcompress.measure import write_section
 from srcompress.models import build_model
 from srcompress.recipe_types import ModelRef
 from srcompress.registry import default_registry
@@ -157,21 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     report = _report(args, rows, table, verify_lines, preflight_table, export_s, time.perf_counter() - start, load_before, load_after)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(with_hand_notes(report, args.out.read_text() if args.out.is_file() else ""))
+        write_section(args.out, report, marker=PAGE_MARKER, title=PAGE_TITLE)
         print(f"wrote {args.out}")
     return 0
 
 
-#: The heading of the hand-written notes at the end of the page: a rerun keeps them.
-NOTES_HEADING = "## Notes (written by hand"
-
-
-def with_hand_notes(report: str, old_page: str) -> str:
-    """``report`` followed by the hand-written notes section of ``old_page`` (from ``NOTES_HEADING`` on), if any."""
-    if NOTES_HEADING not in old_page:
-        return report
-    return report.rstrip("\n") + "\n\n" + old_page[old_page.index(NOTES_HEADING):]
+#: The generated part of the page sits between these markers; what is written by hand outside them stays.
+PAGE_MARKER = "deploy-f2srgan-bench"
+PAGE_TITLE = "# Deployment benchmark: F2SRGAN x4 (published weights) on torch and ONNX Runtime"
 
 
 def _ratio_lines(rows: list) -> list[str]:
@@ -194,8 +188,6 @@ def _report(args, rows, table, verify_lines, preflight_table, export_s, total_s,
     versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     return "\n".join(
         [
-            "# Deployment benchmark: F2SRGAN x4 (published weights) on torch and ONNX Runtime",
-            "",
             "Command (repository root):",
             "",
             "```",

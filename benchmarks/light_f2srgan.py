@@ -40,7 +40,7 @@ use_local_copies(ROOT.parent / "shared")
 
 from srcompress.checkpoint import load_stage_model  # noqa: E402
 from srcompress.deploy import backend_config, measure_deployed  # noqa: E402
-from srcompress.measure import count_macs, evaluate, lpips_available, psnr  # noqa: E402
+from srcompress.measure import count_macs, evaluate, lpips_available, psnr, section_markers, write_section  # noqa: E402
 from srcompress.models import build_model  # noqa: E402
 from srcompress.recipe_types import ModelRef  # noqa: E402
 from srcompress.registry import Registry, default_registry  # noqa: E402
@@ -494,21 +494,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-MARK_START, MARK_END = "<!-- light-f2srgan-bench:start -->", "<!-- light-f2srgan-bench:end -->"
+PAGE_MARKER = "light-f2srgan-bench"
+PAGE_TITLE = "# Light F2SRGAN benchmark (issue 10)"
+MARK_START, MARK_END = section_markers(PAGE_MARKER)
 
 
 def write_page(path: Path, generated: str) -> None:
     """Write ``generated`` between the page's markers, keeping any hand-written text outside them."""
-    block = f"{MARK_START}\n{generated.rstrip()}\n{MARK_END}\n"
-    old = path.read_text() if path.is_file() else ""
-    if MARK_START in old and MARK_END in old:
-        head, rest = old.split(MARK_START, 1)
-        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
-        text = head + block + ("\n" + tail if tail else "")
-    else:
-        text = "# Light F2SRGAN benchmark (issue 10)\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_section(path, generated, marker=PAGE_MARKER, title=PAGE_TITLE)
 
 
 def _page(rows: Sequence[Row], table: str, goals: Sequence[str], command: str, args: argparse.Namespace,

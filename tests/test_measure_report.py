@@ -1,4 +1,5 @@
-"""write_report: a 2-stage report renders (Markdown + JSON + two PNGs, referenced, written atomically)."""
+"""write_report: a 2-stage report renders (Markdown + JSON + two PNGs, referenced, written atomically);
+write_section: a generated section of a hand-kept page is replaced, the rest kept."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from srcompress.measure import EvalResult, KeptImage, StageRecord, crops_from_results, select_crop_box, write_report
+from srcompress.measure import (
+    EvalResult, KeptImage, StageRecord, crops_from_results, section_markers, select_crop_box, splice_section, write_report,
+    write_section,
+)
 
 
 def _result(seed: int, names: tuple[str, ...] = ("baby", "bird")) -> EvalResult:
@@ -95,3 +99,20 @@ def test_rewrite_leaves_no_temporary_files(tmp_path: Path) -> None:
 def test_empty_records_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one StageRecord"):
         write_report(tmp_path, [], title="nothing")
+
+
+def test_splice_section_replaces_only_the_marked_section() -> None:
+    start, end = section_markers("bench")
+    assert (start, end) == ("<!-- bench:start -->", "<!-- bench:end -->")
+    fresh = splice_section("", "table 1\n", "bench", "# Title")
+    assert fresh == f"# Title\n\n{start}\ntable 1\n{end}\n"
+    edited = "intro by hand\n" + fresh + "\n## Reading\n\nkept\n"
+    assert splice_section(edited, "table 2", "bench", "# Title") == f"intro by hand\n# Title\n\n{start}\ntable 2\n{end}\n\n## Reading\n\nkept\n"
+    # a page without both markers is started afresh (its old text is not the generated section's)
+    assert splice_section(f"old\n{start}\nno end\n", "t", "bench", "# T") == f"# T\n\n{start}\nt\n{end}\n"
+
+
+def test_write_section_creates_the_folder_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    page = write_section(tmp_path / "docs" / "page.md", "t\n", marker="m", title="# P")
+    assert page.read_text() == "# P\n\n<!-- m:start -->\nt\n<!-- m:end -->\n"
+    assert [p.name for p in page.parent.iterdir()] == ["page.md"]

@@ -15,7 +15,9 @@ from srcompress.measure.lpips_metric import MetricSkippedWarning, lpips_availabl
 from srcompress.measure.metrics import gaussian_kernel_1d, gaussian_window, psnr, rgb_to_y, ssim
 from srcompress.measure.niqe_metric import BLOCK_SIZE, NiqeParams, load_niqe_params, niqe, niqe_of_y
 from srcompress.measure.profile import FFT_FLOP_FORMULAS, LatencyStats, count_macs, count_params, file_size, measure_latency
-from srcompress.measure.report import StageRecord, crops_from_results, select_crop_box, write_report
+from srcompress.measure.report import (
+    StageRecord, crops_from_results, section_markers, select_crop_box, splice_section, write_report, write_section,
+)
 
 __all__ = [
     "BLOCK_SIZE",
@@ -44,7 +46,10 @@ __all__ = [
     "niqe_of_y",
     "psnr",
     "rgb_to_y",
+    "section_markers",
     "select_crop_box",
+    "splice_section",
     "ssim",
     "write_report",
+    "write_section",
 ]

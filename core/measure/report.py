@@ -26,7 +26,7 @@ from torch import Tensor
 
 from srcompress.measure.evaluate import EvalResult, format_value, metric_label
 
-__all__ = ["StageRecord", "crops_from_results", "select_crop_box", "write_report"]
+__all__ = ["StageRecord", "crops_from_results", "section_markers", "select_crop_box", "splice_section", "write_report", "write_section"]
 
 _KNOWN_DIRECTIONS = {"psnr": True, "ssim": True, "psnr_rgb": True, "niqe": False, "lpips": False}
 _UMASK = os.umask(0o022)
@@ -409,3 +409,39 @@ def crops_from_results(
             row["HR"] = image.hr[window]
             crops[f"{dataset}/{image_name}"] = row
     return crops
+
+
+# ------------------------------------------------------------------ generated sections of hand-kept pages
+
+
+def section_markers(marker: str) -> tuple[str, str]:
+    """The HTML comments that delimit the generated section ``marker`` of a Markdown page."""
+    return f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+
+
+def splice_section(old_page: str, generated: str, marker: str, title: str) -> str:
+    """``old_page`` with its section ``marker`` replaced by ``generated``; everything outside is kept.
+
+    A page without both markers (or an empty one) becomes ``title``, a blank line and the section:
+    benchmark scripts rewrite their tables on a rerun while the readings written by hand around
+    them stay.
+    """
+    start, end = section_markers(marker)
+    block = f"{start}\n{generated.rstrip()}\n{end}\n"
+    if start not in old_page or end not in old_page:
+        return f"{title}\n\n{block}"
+    head, rest = old_page.split(start, 1)
+    tail = rest.split(end, 1)[1].lstrip("\n")
+    return head + block + ("\n" + tail if tail else "")
+
+
+def write_section(path: str | os.PathLike[str], generated: str, *, marker: str, title: str) -> Path:
+    """Write ``generated`` into the section ``marker`` of the page at ``path`` (see :func:`splice_section`).
+
+    The page is replaced atomically; its folder is created. Returns the path.
+    """
+    page = Path(path)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    old = page.read_text(encoding="utf-8") if page.is_file() else ""
+    _atomic_text(page, splice_section(old, generated, marker, title))
+    return page
