@@ -110,6 +110,7 @@ def test_splice_section_replaces_only_the_marked_section() -> None:
     assert splice_section(edited, "table 2", "bench", "# Title") == f"intro by hand\n# Title\n\n{start}\ntable 2\n{end}\n\n## Reading\n\nkept\n"
     # a page without both markers is started afresh (its old text is not the generated section's)
     assert splice_section(f"old\n{start}\nno end\n", "t", "bench", "# T") == f"# T\n\n{start}\nt\n{end}\n"
+    assert splice_section(f"{end}\nold\n{start}\n", "t", "bench", "# T") == f"# T\n\n{start}\nt\n{end}\n"
 
 
 def test_write_section_creates_the_folder_and_leaves_no_temporary_file(tmp_path: Path) -> None:

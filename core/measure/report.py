@@ -422,15 +422,15 @@ def section_markers(marker: str) -> tuple[str, str]:
 def splice_section(old_page: str, generated: str, marker: str, title: str) -> str:
     """``old_page`` with its section ``marker`` replaced by ``generated``; everything outside is kept.
 
-    A page without both markers (or an empty one) becomes ``title``, a blank line and the section:
-    benchmark scripts rewrite their tables on a rerun while the readings written by hand around
-    them stay.
+    So a benchmark script rewrites its tables on a rerun while the readings written by hand around
+    them stay. A page without the start marker followed by the end marker (or an empty one) becomes
+    ``title``, a blank line and the section: whatever it held is not kept.
     """
     start, end = section_markers(marker)
     block = f"{start}\n{generated.rstrip()}\n{end}\n"
-    if start not in old_page or end not in old_page:
+    head, found, rest = old_page.partition(start)
+    if not found or end not in rest:  # no section (an end marker only before the start counts as none)
         return f"{title}\n\n{block}"
-    head, rest = old_page.split(start, 1)
     tail = rest.split(end, 1)[1].lstrip("\n")
     return head + block + ("\n" + tail if tail else "")
 
