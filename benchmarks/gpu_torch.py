@@ -33,7 +33,7 @@ use_local_copies(ROOT.parent / "shared")
 
 from srcompress.checkpoint import load_stage_model  # noqa: E402
 from srcompress.deploy import BenchRow, bench_backends, find_export_forms, format_table, package_versions, parse_lr_size  # noqa: E402
-from srcompress.measure import count_macs  # noqa: E402
+from srcompress.measure import count_macs, write_section  # noqa: E402
 from srcompress.models import build_model  # noqa: E402
 from srcompress.recipe_types import ModelRef  # noqa: E402
 from srcompress.registry import default_registry  # noqa: E402
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append((label, gmacs, rows))
         print(f"## {label} ({gmacs:.2f} GMACs at {args.sizes[0][0]}x{args.sizes[0][1]}; {time.perf_counter() - t0:.0f} s)\n{format_table(rows)}\n", flush=True)
         if args.out is not None:  # after each model, so a run cut short still leaves its page
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(render(args, sections, time.perf_counter() - start, expected=len(found)))
+            page = render(args, sections, time.perf_counter() - start, expected=len(found))
+            write_section(args.out, page, marker=PAGE_MARKER, title=PAGE_TITLE)
     print(f"wrote {args.out}" if args.out else "done")
     return 0
 
@@ -133,8 +133,13 @@ def summary_lines(sections: list[tuple[str, float, list[BenchRow]]]) -> list[str
     return lines
 
 
+#: The generated part of the page sits between these markers; what is written by hand outside them stays.
+PAGE_MARKER = "gpu-torch-bench"
+PAGE_TITLE = "# GPU latency on the torch backend (issue 10's models)"
+
+
 def render(args: argparse.Namespace, sections: list[tuple[str, float, list[BenchRow]]], total_s: float, *, expected: int) -> str:
-    """The page; until all ``expected`` models are measured it says it is partial."""
+    """The page's generated section; until all ``expected`` models are measured it says it is partial."""
     sizes = " ".join(f"{h}x{w}" for h, w in args.sizes)
     compile_flag = f" --compile {args.compile}" if args.compile else ""
     compile_flag += "".join(f" --skip-compile '{label}'" for label in args.skip_compile)
@@ -144,8 +149,6 @@ def render(args: argparse.Namespace, sections: list[tuple[str, float, list[Bench
     for label, gmacs, rows in sections:
         body += [f"### {label} ({gmacs:.2f} GMACs per {args.sizes[0][0]} x {args.sizes[0][1]} LR image)", "", format_table(rows), ""]
     return "\n".join([
-        "# GPU latency on the torch backend (issue 10's models)",
-        "",
         "Command (repository root):",
         "",
         "```",

@@ -40,7 +40,7 @@ use_local_copies(ROOT.parent / "shared")
 
 from srcompress.checkpoint import load_stage_model  # noqa: E402
 from srcompress.deploy import backend_config, measure_deployed  # noqa: E402
-from srcompress.measure import count_macs, evaluate, lpips_available, psnr, section_markers, write_section  # noqa: E402
+from srcompress.measure import count_macs, evaluate, lpips_available, psnr, write_section  # noqa: E402
 from srcompress.models import build_model  # noqa: E402
 from srcompress.recipe_types import ModelRef  # noqa: E402
 from srcompress.registry import Registry, default_registry  # noqa: E402
@@ -496,7 +496,6 @@ def main(argv: list[str] | None = None) -> int:
 
 PAGE_MARKER = "light-f2srgan-bench"
 PAGE_TITLE = "# Light F2SRGAN benchmark (issue 10)"
-MARK_START, MARK_END = section_markers(PAGE_MARKER)
 
 
 def write_page(path: Path, generated: str) -> None:

@@ -13,6 +13,7 @@ import yaml
 from torch import nn
 
 from srcompress.deploy import BenchRow
+from srcompress.measure import splice_section
 from srcompress.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,3 +102,13 @@ def test_gpu_torch_page_says_when_it_is_partial(gpu_torch: ModuleType, tmp_path:
     page = gpu_torch.render(args, [("released Light F2SRGAN", 5.94, [row])], 60.0, expected=4)
     assert "**Partial: 1 of 4 models measured (the run did not finish).**" in page
     assert "Partial" not in gpu_torch.render(args, [("released Light F2SRGAN", 5.94, [row])], 60.0, expected=1)
+
+
+def test_gpu_torch_rerun_keeps_the_hand_written_intro(gpu_torch: ModuleType) -> None:
+    text = (REPO / "docs" / "benchmarks_gpu.md").read_text()
+    start, end = "<!-- gpu-torch-bench:start -->", "<!-- gpu-torch-bench:end -->"
+    assert text.startswith(gpu_torch.PAGE_TITLE + "\n") and text.index(start) < text.index("Command (repository root):") < text.index(end)
+    intro = text[: text.index(start)]
+    assert "Read it:" in intro  # the reading written by hand sits outside the generated section
+    rerun = splice_section(text, "Command (repository root):\n\nnew tables\n", gpu_torch.PAGE_MARKER, gpu_torch.PAGE_TITLE)
+    assert rerun == intro + f"{start}\nCommand (repository root):\n\nnew tables\n{end}\n"

@@ -181,8 +181,8 @@ def test_params_used_of_an_exported_graph_is_unknown(bench: ModuleType) -> None:
 def test_write_page_keeps_hand_written_text_outside_the_markers(bench: ModuleType, tmp_path: Path) -> None:
     page = tmp_path / "bench.md"
     bench.write_page(page, "table one\n")
-    assert page.read_text() == f"# Light F2SRGAN benchmark (issue 10)\n\n{bench.MARK_START}\ntable one\n{bench.MARK_END}\n"
+    assert page.read_text() == f"# Light F2SRGAN benchmark (issue 10)\n\n<!-- light-f2srgan-bench:start -->\ntable one\n<!-- light-f2srgan-bench:end -->\n"
     page.write_text(page.read_text() + "\n## Reading\n\nkept\n")
     bench.write_page(page, "table two\n")
     text = page.read_text()
-    assert "table one" not in text and f"{bench.MARK_START}\ntable two\n{bench.MARK_END}\n\n## Reading\n\nkept\n" in text
+    assert "table one" not in text and f"<!-- light-f2srgan-bench:start -->\ntable two\n<!-- light-f2srgan-bench:end -->\n\n## Reading\n\nkept\n" in text
