@@ -38,7 +38,7 @@ use_local_copies(ROOT.parent / "shared")
 from srcompress import ModelEntry, default_registry, hookimpl  # noqa: E402
 from srcompress.context import StageContext  # noqa: E402
 from srcompress.data import bicubic_downscale, modcrop, resolve_dataset  # noqa: E402
-from srcompress.measure import psnr  # noqa: E402
+from srcompress.measure import psnr, write_section  # noqa: E402
 from srcompress.models import build_model  # noqa: E402
 from srcompress.plugins.models.f2srgan import DiscriminatorOptions, F2SRGANDiscriminator, F2SRGANOptions  # noqa: E402
 from srcompress.plugins.techniques.distill import (  # noqa: E402
@@ -169,16 +169,16 @@ def _row(label: str, scores: dict[str, dict[str, float]], extra: str) -> str:
     return f"| {label} | " + " | ".join(cells) + f" | {extra} |"
 
 
-def write_markdown(path: Path, results: dict[str, Any], args: argparse.Namespace, command: str) -> None:
+PAGE_MARKER = "distill-table"
+PAGE_TITLE = "# Distillation benchmark: F2SRGAN x4 -> 8-block student without FFC"
+
+
+def distill_section(results: dict[str, Any], args: argparse.Namespace, command: str) -> str:
+    """The generated part of docs/benchmarks_distill.md: command, settings and one row per variant."""
     head = "| model | " + " | ".join(f"{s} PSNR / SSIM | {s} NIQE | {s} PSNR to teacher" for s in EVAL_SETS) + " | training |"
     rule = "|" + "---|" * (2 + 3 * len(EVAL_SETS))
-    lines = [head, rule]
-    for label, entry in results.items():
-        lines.append(_row(label, entry["scores"], entry.get("note", "")))
-    text = path.read_text() if path.is_file() else ""
-    marker_start, marker_end = "<!-- distill-table:start -->", "<!-- distill-table:end -->"
-    block = "\n".join([
-        marker_start,
+    rows = [_row(label, entry["scores"], entry.get("note", "")) for label, entry in results.items()]
+    return "\n".join([
         f"Command: `{command}`",
         "",
         f"Settings: {args.steps} steps, batch {args.batch}, HR patch {args.patch}, AdamW lr {args.lr:g}, "
@@ -186,15 +186,10 @@ def write_markdown(path: Path, results: dict[str, Any], args: argparse.Namespace
         f"afd {args.afd_weight:g}, gan as labelled (relativistic_paired; discriminator "
         f"{args.discriminator} features {args.disc_features}, hidden {args.disc_hidden}, trained from scratch).",
         "",
-        *lines,
-        marker_end,
+        head,
+        rule,
+        *rows,
     ])
-    if marker_start in text and marker_end in text:
-        text = text[: text.index(marker_start)] + block + text[text.index(marker_end) + len(marker_end):]
-    else:
-        text = (text.rstrip() + "\n\n" if text else "# Distillation benchmark\n\n") + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def main() -> int:
@@ -264,7 +259,7 @@ def main() -> int:
         results[name] = {"scores": scores, "note": f"{args.steps} steps, {seconds / 60:.1f} min", "notes": notes}
         results_file.write_text(json.dumps(results, indent=2))
         print(name, f"{seconds:.0f}s", json.dumps(scores), notes, flush=True)
-    write_markdown(args.out, results, args, command)
+    write_section(args.out, distill_section(results, args, command), marker=PAGE_MARKER, title=PAGE_TITLE)
     print(f"wrote {args.out}")
     return 0
 

@@ -19,6 +19,8 @@ from srcompress.recipe import EvalConfig
 from srcompress.recipe_types import DataConfig
 from srcompress.registry import Registry
 
+from repo_scripts import load_script
+
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,11 +28,7 @@ DOCS = REPO / "docs"
 
 
 def _tool() -> Any:
-    spec = importlib.util.spec_from_file_location("gen_recipe_reference", REPO / "tools" / "gen_recipe_reference.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/gen_recipe_reference.py", "gen_recipe_reference")
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ torch-on-GPU configuration list and summary (their timing runs need a CUDA GPU; 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,17 +14,14 @@ from srcompress.deploy import BenchRow
 from srcompress.measure import splice_section
 from srcompress.recipe import load_recipe
 
+from repo_scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 GPU_RECIPE = REPO / "recipes" / "light_f2srgan_gpu.yaml"
 
 
 def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"benchmarks/{name}.py")
 
 
 @pytest.fixture(scope="module")

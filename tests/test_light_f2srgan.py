@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,18 +15,15 @@ from srcompress.plugins.models.f2srgan.generator import F2SRGANOptions
 from srcompress.recipe import load_recipe
 from srcompress.recipe_types import ModelRef
 
+from repo_scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = [REPO / "recipes" / "light_f2srgan.yaml", REPO / "recipes" / "light_f2srgan_gpu.yaml"]
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_light_f2srgan", REPO / "benchmarks" / "light_f2srgan.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # attrs classes need their module registered
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/light_f2srgan.py")
 
 
 # ------------------------------------------------------------------------------------ recipes
