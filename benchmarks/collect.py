@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["eval", "models", "deploy", "prune", "distill", "quantize", "light_f2srgan", "gpu"]
+ORDER = ["eval", "models", "deploy", "prune", "distill", "quantize", "light_f2srgan", "gpu", "gpu_recipe"]
 HEADER = """# Benchmarks
 
 Every figure below was measured by a script in `benchmarks/` (or a CLI command), named under its

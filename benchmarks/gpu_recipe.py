@@ -45,10 +45,12 @@ use_local_copies(ROOT.parent / "shared")
 
 from srcompress.engine import run  # noqa: E402
 from srcompress.hookspecs import hookimpl  # noqa: E402
+from srcompress.measure import write_section  # noqa: E402
 from srcompress.registry import default_registry  # noqa: E402
 from srcompress.training.perceptual import VGG19_FILENAME  # noqa: E402
 
 INTERVAL_KEYS = ("checkpoint_every", "val_every", "step_size")
+PAGE_MARKER = "gpu-recipe-bench"
 
 
 class StageClock:
@@ -59,6 +61,7 @@ class StageClock:
         self.baseline_s: float | None = None
         self.stage_s: dict[int, float] = {}
         self.total_s = 0.0
+        self.error: str | None = None  # what ended the run early, if anything
         self._t0: float | None = None
 
     @hookimpl
@@ -121,11 +124,15 @@ def derive(recipe: dict[str, Any], *, train: list[str], steps_of: Any) -> tuple[
 
 
 def attrs_of(clock: StageClock) -> dict[str, Any]:
-    return {"baseline_s": clock.baseline_s, "stage_s": clock.stage_s, "total_s": clock.total_s}
+    return {"baseline_s": clock.baseline_s, "stage_s": clock.stage_s, "total_s": clock.total_s, "error": clock.error}
 
 
 def timed_run(recipe: dict[str, Any], run_dir: Path) -> StageClock:
-    """Run ``recipe`` from scratch in ``run_dir`` with a :class:`StageClock` registered."""
+    """Run ``recipe`` from scratch in ``run_dir`` with a :class:`StageClock` registered.
+
+    An error in the run (a stage, or the deployment after the last one) ends it: the clock keeps the
+    stages timed before it and the error's text (``clock.error``), which the page reports.
+    """
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a resumed stage would take no time
     registry = default_registry()  # the process's shared registry: the clock leaves it afterwards
@@ -133,6 +140,9 @@ def timed_run(recipe: dict[str, Any], run_dir: Path) -> StageClock:
     registry.register(clock, "gpu-recipe-clock")
     try:
         run(recipe, run_dir=run_dir, registry=registry, quiet=True)
+    except Exception as err:  # noqa: BLE001 - reported on the page with the stages timed before it
+        clock.error = f"{type(err).__name__}: {err}"
+        print(f"run {run_dir.name} ended with {clock.error}", flush=True)
     finally:
         registry.unregister("gpu-recipe-clock")
     clock.total_s = time.perf_counter() - clock.started
@@ -165,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         clocks.append(timed_run(derived, args.run_dir / label))
     timings = {"steps": [short_steps, long_steps], "clocks": [attrs_of(c) for c in clocks]}
     print(json.dumps(timings), flush=True)  # the raw numbers, should the page need redoing
-    page = render(args, recipe, changes, [short_steps, long_steps], clocks)
+    page = render(args, recipe, changes, [short_steps, long_steps], clocks, device_line(recipe))
     print(page)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(page)
+    if args.out is not None:  # the section between the markers; readings written around it stay
+        recipe_path = shown_path(args.recipe)
+        write_section(args.out, page, marker=PAGE_MARKER, title=page_title(recipe_path))
     return 0
 
 
@@ -185,12 +195,27 @@ def stage_fit(index: int, steps: list[dict[int, tuple[int, int]]], clocks: list[
     return t_short - per_step * n_short, per_step, full
 
 
+def shown_path(path: Path) -> Path:
+    """``path`` relative to the repository root when it is absolute (as the page shows it)."""
+    return path.relative_to(ROOT) if path.is_absolute() else path
+
+
+def page_title(recipe_path: Path) -> str:
+    return f"# {recipe_path} on a GPU: timed at two short budgets, extrapolated to the recipe's"
+
+
+def device_line(recipe: dict[str, Any]) -> str:
+    """The device the recipe ran on here and the torch version, for the page."""
+    on_cuda = torch.cuda.is_available() and str(recipe.get("device")).startswith("cuda")
+    return f"{torch.cuda.get_device_name() if on_cuda else 'CPU'}; torch {torch.__version__}"
+
+
 def render(args: argparse.Namespace, recipe: dict[str, Any], changes: list[str], steps: list[dict[int, tuple[int, int]]],
-           clocks: list[StageClock]) -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() and str(recipe.get("device")).startswith("cuda") else "CPU"
+           clocks: list[StageClock], device: str) -> str:
+    """The page's generated section (Markdown, without the title): command, device, changes, per-stage fit."""
     lines = ["| stage | steps (short / long / recipe) | wall s (short / long) | fixed s | ms per step | recipe's budget |",
              "|---|---:|---:|---:|---:|---:|"]
-    full_total = 0.0
+    full_total, unresolved = 0.0, False
     for index, stage in enumerate(recipe["stages"]):
         name = f"{index} {stage.get('name', stage['type'])} ({stage['type']})"
         walls = [c.stage_s.get(index) for c in clocks]
@@ -202,14 +227,20 @@ def render(args: argparse.Namespace, recipe: dict[str, Any], changes: list[str],
             full_total += walls[1]
             continue
         fixed, per_step, full = fit
+        counts = f"{steps[0][index][1]} / {steps[1][index][1]} / {full}"
+        if per_step <= 0:  # the longer run was not slower: the steps cost less than the fixed cost's noise
+            unresolved = True
+            full_total += max(walls)
+            lines.append(f"| {name} | {counts} | {walls[0]:.1f} / {walls[1]:.1f} | {max(walls):.1f} | unresolved "
+                         f"(the longer run was not slower) | >= {max(walls) / 60:.1f} min |")
+            continue
         budget = fixed + per_step * full
         full_total += budget
-        counts = f"{steps[0][index][1]} / {steps[1][index][1]} / {full}"
         lines.append(f"| {name} | {counts} | {walls[0]:.1f} / {walls[1]:.1f} | {fixed:.1f} | {per_step * 1e3:.0f} | {budget / 60:.1f} min |")
-    recipe_path = args.recipe.relative_to(ROOT) if args.recipe.is_absolute() else args.recipe
+    recipe_path = shown_path(args.recipe)
+    partial = " over the stages timed in both runs only" if any(c.error for c in clocks) else ""
+    at_least = "at least " if unresolved else ""
     return "\n".join([
-        f"# {recipe_path} on a GPU: timed at two short budgets, extrapolated to the recipe's",
-        "",
         "Command (repository root):",
         "",
         "```",
@@ -217,7 +248,7 @@ def render(args: argparse.Namespace, recipe: dict[str, Any], changes: list[str],
         f"--probe-steps {args.probe_steps} --fraction {args.fraction:g} --run-dir {args.run_dir} --out {args.out}",
         "```",
         "",
-        f"Device: {device}; torch {torch.__version__}. Two runs from scratch, {clocks[0].total_s / 60:.1f} and "
+        f"Device: {device}. Two runs from scratch, {clocks[0].total_s / 60:.1f} and "
         f"{clocks[1].total_s / 60:.1f} min; baseline evaluation and model build {clocks[1].baseline_s or 0:.1f} s. "
         "Each stage is timed through the engine's `srcompress_stage_start` / `srcompress_stage_end` hooks; the short "
         "and the long run give a line per stage: fixed cost (set-up, calibration, export, evaluation) and time per step. "
@@ -227,7 +258,9 @@ def render(args: argparse.Namespace, recipe: dict[str, Any], changes: list[str],
         "",
         *lines,
         "",
-        f"Recipe's full budget, extrapolated: **{full_total / 60:.0f} min** on this device (time per step x the "
+        *[f"**The {label} run ended with an error** (the stages above it were timed): `{clock.error}`\n"
+          for label, clock in zip(("short", "long"), clocks) if clock.error],
+        f"Recipe's full budget, extrapolated{partial}: {at_least}**{full_total / 60:.0f} min** on this device (time per step x the "
         "recipe's steps plus each stage's fixed cost at the reduced evaluation; data loading included as it ran here).",
         "",
     ])

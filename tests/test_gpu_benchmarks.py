@@ -3,6 +3,7 @@ torch-on-GPU configuration list and summary (their timing runs need a CUDA GPU; 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from types import ModuleType
 
@@ -11,7 +12,7 @@ import yaml
 from torch import nn
 
 from srcompress.deploy import BenchRow
-from srcompress.measure import splice_section
+from srcompress.measure import section_markers, splice_section
 from srcompress.recipe import load_recipe
 
 from repo_scripts import load_script
@@ -107,3 +108,35 @@ def test_gpu_torch_rerun_keeps_the_hand_written_intro(gpu_torch: ModuleType) -> 
     assert "Read it:" in intro  # the reading written by hand sits outside the generated section
     rerun = splice_section(text, "Command (repository root):\n\nnew tables\n", gpu_torch.PAGE_MARKER, gpu_torch.PAGE_TITLE)
     assert rerun == intro + f"{start}\nCommand (repository root):\n\nnew tables\n{end}\n"
+
+
+def test_gpu_recipe_page_reports_a_run_that_ended_with_an_error(gpu_recipe: ModuleType) -> None:
+    short, long = gpu_recipe.StageClock(), gpu_recipe.StageClock()
+    short.stage_s, long.stage_s = {0: 12.0}, {0: 57.0}
+    long.error = "DeployError: no Q/DQ nodes"
+    recipe = {"device": "cpu", "stages": [{"type": "distill", "name": "warmup"}, {"type": "quantize", "name": "int8"}]}
+    args = argparse.Namespace(recipe=Path("recipes/light_f2srgan_gpu.yaml"), train=["T91"], probe_steps=10, fraction=0.05,
+                              run_dir=Path("runs/t"), out=Path("page.md"))
+    page = gpu_recipe.render(args, recipe, [], [{0: (2000, 10)}, {0: (2000, 100)}], [short, long], "H100; torch 2.11")
+    assert "| 0 warmup (distill) | 10 / 100 / 2000 | 12.0 / 57.0 | 7.0 | 500 | 16.8 min |" in page
+    assert "1 int8" not in page  # not timed in either run
+    assert "**The long run ended with an error** (the stages above it were timed): `DeployError: no Q/DQ nodes`" in page
+    assert "extrapolated over the stages timed in both runs only: **17 min**" in page
+
+
+def test_gpu_recipe_page_marks_a_stage_whose_steps_the_two_runs_cannot_resolve(gpu_recipe: ModuleType) -> None:
+    short, long = gpu_recipe.StageClock(), gpu_recipe.StageClock()
+    short.stage_s, long.stage_s = {0: 82.8}, {0: 79.0}  # 10 and 20 QAT steps on the H100: noise over the steps
+    recipe = {"device": "cpu", "stages": [{"type": "quantize", "name": "int8"}]}
+    args = argparse.Namespace(recipe=Path("recipes/light_f2srgan_gpu.yaml"), train=["T91"], probe_steps=10, fraction=0.02,
+                              run_dir=Path("runs/t"), out=Path("page.md"))
+    page = gpu_recipe.render(args, recipe, [], [{0: (1000, 10)}, {0: (1000, 20)}], [short, long], "H100; torch 2.11")
+    assert "| 0 int8 (quantize) | 10 / 20 / 1000 | 82.8 / 79.0 | 82.8 | unresolved (the longer run was not slower) | >= 1.4 min |" in page
+    assert "extrapolated: at least **1 min**" in page
+
+
+def test_committed_gpu_recipe_page_keeps_its_reading_outside_the_generated_section(gpu_recipe: ModuleType) -> None:
+    start, end = section_markers(gpu_recipe.PAGE_MARKER)
+    text = (REPO / "docs" / "benchmarks_gpu_recipe.md").read_text()
+    assert text.startswith(gpu_recipe.page_title(Path("recipes/light_f2srgan_gpu.yaml")) + "\n\n" + start)
+    assert text.index(end) < text.index("## Reading")
