@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:  # the section between the markers; readings written around it stay
         recipe_path = shown_path(args.recipe)
         write_section(args.out, page, marker=PAGE_MARKER, title=page_title(recipe_path))
-    return 0
+    return 1 if any(clock.error for clock in clocks) else 0  # the page is written either way
 
 
 def stage_fit(index: int, steps: list[dict[int, tuple[int, int]]], clocks: list[StageClock]) -> tuple[float, float, int] | None:
