@@ -56,7 +56,6 @@ __all__ = [
     "format_table",
     "main",
     "measure_rows",
-    "write_page",
     "params_used",
     "run_candidates",
 ]
@@ -489,18 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_page(args.out, _page(rows, table, goals, command, args, metrics, minutes, load_before, plot))
+        page = _page(rows, table, goals, command, args, metrics, minutes, load_before, plot)
+        write_section(args.out, page, marker=PAGE_MARKER, title=PAGE_TITLE)  # hand-written text outside stays
     return 0
 
 
 PAGE_MARKER = "light-f2srgan-bench"
 PAGE_TITLE = "# Light F2SRGAN benchmark (issue 10)"
-
-
-def write_page(path: Path, generated: str) -> None:
-    """Write ``generated`` between the page's markers, keeping any hand-written text outside them."""
-    write_section(path, generated, marker=PAGE_MARKER, title=PAGE_TITLE)
 
 
 def _page(rows: Sequence[Row], table: str, goals: Sequence[str], command: str, args: argparse.Namespace,

@@ -174,11 +174,11 @@ def test_params_used_of_an_exported_graph_is_unknown(bench: ModuleType) -> None:
     assert bench.params_used(graph) is None
 
 
-def test_write_page_keeps_hand_written_text_outside_the_markers(bench: ModuleType, tmp_path: Path) -> None:
+def test_page_rerun_keeps_hand_written_text_outside_the_markers(bench: ModuleType, tmp_path: Path) -> None:
     page = tmp_path / "bench.md"
-    bench.write_page(page, "table one\n")
+    bench.write_section(page, "table one\n", marker=bench.PAGE_MARKER, title=bench.PAGE_TITLE)
     assert page.read_text() == f"# Light F2SRGAN benchmark (issue 10)\n\n<!-- light-f2srgan-bench:start -->\ntable one\n<!-- light-f2srgan-bench:end -->\n"
     page.write_text(page.read_text() + "\n## Reading\n\nkept\n")
-    bench.write_page(page, "table two\n")
+    bench.write_section(page, "table two\n", marker=bench.PAGE_MARKER, title=bench.PAGE_TITLE)
     text = page.read_text()
     assert "table one" not in text and f"<!-- light-f2srgan-bench:start -->\ntable two\n<!-- light-f2srgan-bench:end -->\n\n## Reading\n\nkept\n" in text
