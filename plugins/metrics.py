@@ -6,7 +6,8 @@ to integer grey levels first, as saved 8-bit outputs are.
 
 - ``psnr`` / ``ssim``: on Y (BT.601, 16..235), BasicSR's ``calculate_psnr/ssim(test_y_channel=True)``.
 - ``psnr_rgb``: PSNR over the three RGB channels.
-- ``niqe``: no-reference (``hr`` is ignored), on Y; ``None`` for images under 96x96 after the shave.
+- ``niqe``: no-reference (``hr`` is ignored), on Y; ``None`` (with a warning) for images with fewer than two
+  whole 96x96 blocks after the shave, or too flat to score.
 - ``lpips``: AlexNet LPIPS; ``None`` (with a :class:`~srcompress.measure.MetricSkippedWarning`) when
   torchvision's AlexNet weights are not in the torch hub cache.
 """
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from srcompress.entries import MetricEntry
 from srcompress.hookspecs import hookimpl
-from srcompress.measure import BLOCK_SIZE, MetricSkippedWarning, lpips_distance, niqe, psnr, ssim
+from srcompress.measure import MetricSkippedWarning, NiqeUndefinedError, lpips_distance, niqe, psnr, ssim
 
 __all__ = ["srcompress_metrics"]
 
@@ -44,18 +45,13 @@ def psnr_rgb(sr: Tensor, hr: Tensor, scale: int, *, crop: int | None = None) -> 
 
 
 def niqe_y(sr: Tensor, hr: Tensor, scale: int, *, crop: int | None = None) -> float | None:
-    """NIQE of ``sr`` on Y (``hr`` unused), shave = scale; None when too small to score."""
+    """NIQE of ``sr`` on Y (``hr`` unused), shave = scale; None when it has no value (see niqe_of_y)."""
     del hr
-    shave = _shave(scale, crop)
-    height, width = sr.shape[-2] - 2 * shave, sr.shape[-1] - 2 * shave
-    if min(height, width) < BLOCK_SIZE:
-        warnings.warn(
-            f"NIQE skipped: needs at least {BLOCK_SIZE}x{BLOCK_SIZE} pixels after the shave (got {height}x{width})",
-            MetricSkippedWarning,
-            stacklevel=2,
-        )
+    try:
+        return niqe(sr, crop=_shave(scale, crop))
+    except NiqeUndefinedError as exc:  # too small (T91 has 129x142 images) or flat: skipped, noted
+        warnings.warn(f"NIQE skipped: {exc}", MetricSkippedWarning, stacklevel=2)
         return None
-    return niqe(sr, crop=shave)
 
 
 def lpips_alex(sr: Tensor, hr: Tensor, scale: int, *, crop: int | None = None) -> float | None:

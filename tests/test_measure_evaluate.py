@@ -138,7 +138,7 @@ def test_skipped_metrics_become_notes(tiny_root: Path, registry: Registry) -> No
     assert result.mean("Set5", "needs_gpu") is None and result.mean("Set5", "niqe") is None
     assert "needs_gpu: needs_gpu skipped: no GPU here" in result.notes
     assert "silent: no value on any image of Set5 (the metric returned None without a reason)" in result.notes
-    assert any(n.startswith("niqe: NIQE skipped: needs at least 96x96 pixels after the shave") for n in result.notes)
+    assert any(n.startswith("niqe: NIQE skipped: NIQE needs at least two whole 96x96 blocks") for n in result.notes)
     assert "| - |" in result.table() and "- note: needs_gpu: needs_gpu skipped" in result.table()
 
 

@@ -56,8 +56,15 @@ def test_blurring_raises_niqe(weights_root: Path) -> None:
 
 
 def test_too_small_and_bad_layout(weights_root: Path) -> None:
-    with pytest.raises(ValueError, match=r"NIQE needs at least 96x96 pixels \(got 90x200\)"):
+    with pytest.raises(ValueError, match=r"NIQE needs at least two whole 96x96 blocks \(got 90x200: 0 blocks\)"):
         niqe(torch.rand(3, 100, 210), crop=5)
+    # one block (T91's t1.png is 176x197, 168x189 after crop 4): the covariance would be NaN and
+    # numpy's pinv fail with "SVD did not converge"; two blocks score
+    with pytest.raises(ValueError, match=r"two whole 96x96 blocks \(got 168x189: 1 block\); score images of at least 96x192"):
+        niqe(torch.rand(3, 176, 197), crop=4)
+    assert np.isfinite(niqe(torch.rand(3, 96, 192)))
+    with pytest.raises(ValueError, match=r"NIQE: 0 of 2 blocks have finite features"):
+        niqe_of_y(np.full((96, 192), 128.0))
     with pytest.raises(ValueError, match="niqe expects RGB"):
         niqe(torch.rand(1, 100, 100))
     with pytest.raises(ValueError, match="2-D grey image"):

@@ -13,7 +13,7 @@ Images at every public boundary are float32 RGB tensors in [0, 1], (3, H, W) or 
 from srcompress.measure.evaluate import EvalResult, KeptImage, evaluate, format_value, metric_label
 from srcompress.measure.lpips_metric import MetricSkippedWarning, lpips_available, lpips_distance, lpips_weights_path
 from srcompress.measure.metrics import gaussian_kernel_1d, gaussian_window, psnr, rgb_to_y, ssim
-from srcompress.measure.niqe_metric import BLOCK_SIZE, NiqeParams, load_niqe_params, niqe, niqe_of_y
+from srcompress.measure.niqe_metric import BLOCK_SIZE, NiqeParams, NiqeUndefinedError, load_niqe_params, niqe, niqe_of_y
 from srcompress.measure.profile import FFT_FLOP_FORMULAS, LatencyStats, count_macs, count_params, file_size, measure_latency
 from srcompress.measure.report import (
     StageRecord, crops_from_results, section_markers, select_crop_box, splice_section, write_report, write_section,
@@ -36,6 +36,7 @@ __all__ = [
     "format_value",
     "gaussian_kernel_1d",
     "gaussian_window",
+    "NiqeUndefinedError",
     "load_niqe_params",
     "lpips_available",
     "lpips_distance",

@@ -46,6 +46,7 @@ __all__ = [
     "NIQE_PARAMS_SHA256",
     "NIQE_PARAMS_URL",
     "NiqeParams",
+    "NiqeUndefinedError",
     "load_niqe_params",
     "niqe",
     "niqe_of_y",
@@ -59,6 +60,10 @@ _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
 _GAM = np.arange(0.2, 10.001, 0.001)  # the AGGD shape grid of the MATLAB code (9801 values)
 _R_GAM = gamma(2.0 / _GAM) ** 2 / (gamma(1.0 / _GAM) * gamma(3.0 / _GAM))
 _CHUNK = 256  # blocks per (blocks x 9801) grid search, bounds memory to ~20 MB
+
+
+class NiqeUndefinedError(ValueError):
+    """NIQE has no value for this image: fewer than two blocks with finite features (too small, or flat)."""
 
 
 class NiqeParams:
@@ -163,22 +168,32 @@ def _scale_features(img: np.ndarray, window: np.ndarray, block: int) -> np.ndarr
 def niqe_of_y(y: np.ndarray, params: NiqeParams | None = None, *, block: int = BLOCK_SIZE) -> float:
     """NIQE of a grey/Y image (h, w) in the 0..255 range (not rescaled, not rounded here).
 
-    :raises ValueError: if the image holds no whole ``block`` x ``block`` block.
+    :raises NiqeUndefinedError: (a ``ValueError``) if the image holds fewer than two whole ``block`` x ``block`` blocks with
+        finite features: the block features' covariance is undefined for one (numpy's SVD then
+        fails with "did not converge"). A 96 x 192 image is the smallest that scores.
     """
-    params = params if params is not None else load_niqe_params()
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2:
         raise ValueError(f"niqe_of_y expects a 2-D grey image (got shape {y.shape})")
     rows, cols = y.shape[0] // block, y.shape[1] // block
-    if rows == 0 or cols == 0:
-        raise ValueError(f"NIQE needs at least {block}x{block} pixels (got {y.shape[0]}x{y.shape[1]})")
+    if rows * cols < 2:
+        raise NiqeUndefinedError(
+            f"NIQE needs at least two whole {block}x{block} blocks (got {y.shape[0]}x{y.shape[1]}: "
+            f"{rows * cols} block{'' if rows * cols == 1 else 's'}); score images of at least 96x192 after cropping"
+        )
+    params = params if params is not None else load_niqe_params()
     y = y[: rows * block, : cols * block]
     fine = _scale_features(y, params.window, block)
     half = imresize(torch.from_numpy(y / 255.0)[None], 0.5, antialias=True)[0].numpy() * 255.0
     coarse = _scale_features(half, params.window, block // 2)
     features = np.concatenate([fine, coarse], axis=1)
-    mu = np.nanmean(features, axis=0)
     complete = features[~np.isnan(features).any(axis=1)]
+    if len(complete) < 2:
+        raise NiqeUndefinedError(
+            f"NIQE: {len(complete)} of {len(features)} blocks have finite features (a block with no positive or no "
+            "negative normalised value has none: flat regions); their covariance needs two"
+        )
+    mu = np.nanmean(features, axis=0)
     cov = np.cov(complete, rowvar=False)
     diff = params.mu - mu
     quality = diff @ np.linalg.pinv((params.cov + cov) / 2) @ diff
@@ -199,7 +214,8 @@ def niqe(
     :param round_uint8: round RGB to integer grey levels first (as a saved 8-bit image). Y is
         always rounded to integers, as MATLAB's ``rgb2ycbcr`` does on uint8 and BasicSR does.
     :param params: pristine model; default :func:`load_niqe_params`.
-    :raises ValueError: if fewer than 96x96 pixels remain after cropping.
+    :raises NiqeUndefinedError: (a ``ValueError``) if fewer than two whole 96x96 blocks remain after
+        cropping, or fewer than two have finite features.
     """
     if img.dim() == 4:
         if img.shape[0] != 1:
