@@ -30,7 +30,7 @@ from srcompress.training import (
     fit,
 )
 from srcompress.training.state import EMA, read_state
-from srcompress.training.trainer import BEST_FILE, STATE_FILE
+from srcompress.training.trainer import BEST_FILE, STATE_FILE, TrainHistory
 
 SCALE = 2
 REPO = Path(__file__).resolve().parents[1]
@@ -126,13 +126,38 @@ def test_fine_tuning_on_t91_lowers_l1_and_raises_set5_psnr(data_root: Path, tmp_
     assert result.steps == 200 and history.steps == list(range(20, 201, 20)) and history.val_steps == [100, 200]
     assert history.terms["l1"] == pytest.approx(history.loss)  # the only term, weight 1
     assert history.loss[-1] < 0.3 * history.loss[0], history.loss  # mean L1 of steps 181-200 vs 1-20
-    after = max(history.val_psnr)
+    after = max(history.val_score)
     assert before < 10.0
-    assert after > before + 17.0 and after > 27.0, (before, history.val_psnr)
+    assert after > before + 17.0 and after > 27.0, (before, history.val_score)
     # keep_best: the returned weights are the best validated ones, also saved in best.pt
-    assert result.best_psnr == after and result.best_step == history.val_steps[history.val_psnr.index(after)]
+    assert result.best_score == after and result.best_step == history.val_steps[history.val_score.index(after)]
     best = torch.load(tmp_path / BEST_FILE, weights_only=True)
     assert all(torch.equal(best[k], v) for k, v in result.model.state_dict().items())
+
+
+def test_keep_best_by_niqe_keeps_the_lowest(data_root: Path, weights_root: Path, tmp_path: Path) -> None:
+    """val_metric niqe (lower is better, no ground truth): the kept weights are those of the lowest score."""
+    model = _model(width=8)
+    config = TrainConfig(steps=6, lr=3e-3, log_every=2, val_every=2, val_metric="niqe", val_sets=("Set5",), val_limit=1,
+                         keep_best=True, checkpoint_every=None)
+    data = DataConfig(train=("T91",), eval=("Set14",), patch=24, batch=4)
+    result = fit(model, config, data, SCALE, work_dir=tmp_path, registry=Registry(), progress=False)
+    history = result.history
+    assert history.val_metric == "niqe" and history.val_steps == [2, 4, 6] and list(history.val_sets) == ["Set5"]
+    best = min(history.val_score)
+    assert best > 0 and len(set(history.val_score)) == 3, history.val_score  # an untrained net: NIQE 30-560
+    assert result.best_metric == "niqe" and result.best_score == best
+    assert result.best_step == history.val_steps[history.val_score.index(best)]
+    assert result.best_text() == f"niqe {best:.4g}"
+    kept = torch.load(tmp_path / BEST_FILE, weights_only=True)
+    assert all(torch.equal(kept[k], v) for k, v in result.model.state_dict().items())
+
+
+def test_history_written_before_val_metric_reads_as_psnr() -> None:
+    old = {"steps": [10], "loss": [0.5], "val_steps": [10], "val_psnr": [27.5], "val_sets": {"Set5": [27.5]}}
+    history = TrainHistory.from_dict(old)
+    assert history.val_metric == "psnr" and history.val_score == [27.5]
+    assert TrainHistory.from_dict(history.to_dict()) == history
 
 
 # --------------------------------------------------------------------------------------- robustness

@@ -67,10 +67,15 @@ class TrainConfig:
     amp: str = option("none", help="Mixed precision on CUDA: none, fp16 or bf16 (ignored on CPU, with a warning).",
                       validator=one_of(("none", "fp16", "bf16")))
     channels_last: bool = option(False, help="Train in channels_last memory format (faster convs on recent GPUs).")
-    val_every: int | None = option(None, help="Validate (PSNR on the eval sets) every this many steps and at the end "
+    val_every: int | None = option(None, help="Validate (val_metric on val_sets) every this many steps and at the end "
                                    "(None: no validation during training).", validator=in_range(1, None))
-    val_sets: tuple[str, ...] | None = option(None, help="Eval sets for validation (None: the recipe's data.eval).")
-    keep_best: bool = option(False, help="Return the weights of the best validation PSNR (needs val_every).")
+    val_sets: tuple[str, ...] | None = option(None, help="Eval sets for validation (None: the recipe's data.eval). "
+                                              "Selecting weights on the sets a report scores makes that score optimistic.")
+    val_metric: str = option("psnr", help="Metric of the validation: any registered metric (psnr, ssim, niqe, ...); "
+                             "the mean over val_sets is the score, better as the metric says (niqe: lower).")
+    val_limit: int | None = option(None, help="Validate on the first N images of each val set (None: all, or "
+                                   "data.eval_limit).", validator=in_range(1, None))
+    keep_best: bool = option(False, help="Return the weights of the best validation score (needs val_every).")
     checkpoint_every: int | None = option(500, help="Write a resumable checkpoint every this many steps (None: only "
                                           "at the end).", validator=in_range(1, None))
     on_nan: str = option("stop", help="On a NaN/inf loss or gradient: stop (raise, keeping the last good state) "

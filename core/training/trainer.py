@@ -11,7 +11,7 @@ Files in ``work_dir`` (written by rank 0 only, atomically):
   LR state, EMA, discriminator and its optimizer, hook parameters, RNG states of every rank,
   history, best score); written every ``checkpoint_every`` steps, at the end (``done``) and when
   the loss diverges (the last good state). ``fit`` resumes from it when it exists.
-- ``best.pt``: the state dict of the best validation PSNR (``keep_best``).
+- ``best.pt``: the state dict of the best validation score (``keep_best``).
 """
 
 from __future__ import annotations
@@ -67,26 +67,35 @@ def _describe(value: float) -> str:
 
 @define(kw_only=True)
 class TrainHistory:
-    """What happened: mean losses every ``log_every`` steps and validation PSNR (dB, Y channel)."""
+    """What happened: mean losses every ``log_every`` steps and validation scores.
+
+    ``val_score`` is the mean of ``val_metric`` over the validation sets at each of ``val_steps``
+    (PSNR: dB on Y); ``val_sets`` holds the per-set values.
+    """
 
     steps: list[int] = field(factory=list)
     loss: list[float] = field(factory=list)
     terms: dict[str, list[float]] = field(factory=dict)
     lr: list[float] = field(factory=list)
     val_steps: list[int] = field(factory=list)
-    val_psnr: list[float] = field(factory=list)
+    val_metric: str = "psnr"
+    val_score: list[float] = field(factory=list)
     val_sets: dict[str, list[float]] = field(factory=dict)
     skipped: list[int] = field(factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "steps": list(self.steps), "loss": list(self.loss), "terms": {k: list(v) for k, v in self.terms.items()},
-            "lr": list(self.lr), "val_steps": list(self.val_steps), "val_psnr": list(self.val_psnr),
+            "lr": list(self.lr), "val_steps": list(self.val_steps), "val_metric": self.val_metric,
+            "val_score": list(self.val_score),
             "val_sets": {k: list(v) for k, v in self.val_sets.items()}, "skipped": list(self.skipped),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainHistory:
+        data = dict(data)
+        if "val_psnr" in data:  # written before val_metric existed: PSNR
+            data.setdefault("val_score", data.pop("val_psnr"))
         return cls(**{k: data[k] for k in attrs.fields_dict(cls) if k in data})
 
 
@@ -97,11 +106,20 @@ class TrainResult:
     model: nn.Module
     history: TrainHistory
     steps: int
-    best_psnr: float | None = None
+    best_score: float | None = None
     best_step: int | None = None
+    best_metric: str = "psnr"
     resumed_from: int | None = None
     skipped_steps: int = 0
     world_size: int = 1
+
+    def best_text(self) -> str:
+        """The kept validation score as text (``PSNR 28.17 dB``, ``niqe 6.32``); "" when none was kept."""
+        if self.best_score is None:
+            return ""
+        if self.best_metric == "psnr":
+            return f"PSNR {self.best_score:.2f} dB"
+        return f"{self.best_metric} {self.best_score:.4g}"
 
 
 @define(kw_only=True)
@@ -202,8 +220,9 @@ class Trainer:
 
         self.step = 0
         self.lr_scale = 1.0
-        self.history = TrainHistory()
-        self.best_psnr: float | None = None
+        self.history = TrainHistory(val_metric=config.val_metric)
+        self.val_entry = registry.get_metric(config.val_metric) if config.val_every else None
+        self.best_score: float | None = None
         self.best_step: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.resumed_from: int | None = None
@@ -261,7 +280,8 @@ class Trainer:
             for hook in self.hooks:
                 hook.teardown()
         return TrainResult(
-            model=self.model, history=self.history, steps=self.step, best_psnr=self.best_psnr, best_step=self.best_step,
+            model=self.model, history=self.history, steps=self.step, best_score=self.best_score, best_step=self.best_step,
+            best_metric=self.config.val_metric,
             resumed_from=self.resumed_from, skipped_steps=len(self.history.skipped), world_size=self.info.world,
         )
 
@@ -452,8 +472,8 @@ class Trainer:
         self.history.lr.append(self.config.lr * lr_factor(self.config, self.step - 1, self.total) * self.lr_scale)
         if bar is not None:
             postfix = {"loss": f"{self.history.loss[-1]:.4g}"}
-            if self.history.val_psnr:
-                postfix["psnr"] = f"{self.history.val_psnr[-1]:.2f}"
+            if self.history.val_score:
+                postfix[self.config.val_metric] = f"{self.history.val_score[-1]:.2f}"
             bar.set_postfix(postfix, refresh=False)
 
     def _validate_and_keep(self, bar: Any) -> None:
@@ -463,32 +483,42 @@ class Trainer:
         scores = distributed.broadcast_object(scores, self.info)
         mean = sum(scores.values()) / len(scores)
         self.history.val_steps.append(self.step)
-        self.history.val_psnr.append(mean)
+        self.history.val_score.append(mean)
         for name, value in scores.items():
             self.history.val_sets.setdefault(name, []).append(value)
-        if self.config.keep_best and (self.best_psnr is None or mean > self.best_psnr):
-            self.best_psnr, self.best_step = mean, self.step
+        if self.config.keep_best and self._improves(mean):
+            self.best_score, self.best_step = mean, self.step
             self.best_state = self.ema.state_dict() if self.ema is not None else cpu_state(self.model)
             if self.info.is_main:
                 from srcompress.checkpoint import atomic_torch_save
 
                 atomic_torch_save(self.best_state, self.work_dir / BEST_FILE)
         if bar is not None:
-            bar.set_postfix({"loss": f"{self.history.loss[-1]:.4g}" if self.history.loss else "-", "psnr": f"{mean:.2f}"},
+            bar.set_postfix({"loss": f"{self.history.loss[-1]:.4g}" if self.history.loss else "-", self.config.val_metric: f"{mean:.2f}"},
                             refresh=False)
 
+    def _improves(self, score: float) -> bool:
+        """Whether ``score`` beats the best so far (NaN never does; the metric says which way is better)."""
+        if math.isnan(score):
+            return False
+        if self.best_score is None:
+            return True
+        higher = self.val_entry.higher_is_better if self.val_entry is not None else True
+        return score > self.best_score if higher else score < self.best_score
+
     def validate(self) -> dict[str, float]:
-        """Mean PSNR (dB, Y, shave = scale) per eval set of the current (or EMA) weights."""
+        """Mean ``val_metric`` (PSNR: dB on Y, shave = scale) per validation set, current (or EMA) weights."""
         from srcompress.measure.evaluate import evaluate
 
         sets = self.config.val_sets or self.data.eval
         options: dict[str, Any] = {"registry": self.registry}
-        if self.data.eval_limit is not None and "limit" in inspect.signature(evaluate).parameters:
-            options["limit"] = self.data.eval_limit
+        limit = self.config.val_limit or self.data.eval_limit
+        if limit is not None and "limit" in inspect.signature(evaluate).parameters:
+            options["limit"] = limit
         with self._evaluation_weights():
-            result = evaluate(self.model, sets, self.scale, root=self.data.root, metrics=("psnr",),
+            result = evaluate(self.model, sets, self.scale, root=self.data.root, metrics=(self.config.val_metric,),
                               device=str(self.device), **options)
-        scores = {name: result.mean(name, "psnr") for name in result.datasets}
+        scores = {name: result.mean(name, self.config.val_metric) for name in result.datasets}
         return {name: float(value) if value is not None else math.nan for name, value in scores.items()}
 
     @contextlib.contextmanager
@@ -522,7 +552,7 @@ class Trainer:
             "hook_params": [p.detach().cpu().clone() for p in self.hook_params],
             "data_position": list(self.stream.position(self.step)),
             "history": self.history.to_dict(),
-            "best_psnr": self.best_psnr,
+            "best_score": self.best_score,
             "best_step": self.best_step,
             "done": self.done_state,
         }
@@ -562,7 +592,8 @@ class Trainer:
         self.step = int(payload["step"])
         self.lr_scale = float(payload["lr_scale"])
         self.history = TrainHistory.from_dict(payload["history"])
-        self.best_psnr, self.best_step = payload["best_psnr"], payload["best_step"]
+        self.best_score = payload.get("best_score", payload.get("best_psnr"))  # best_psnr: states written before val_metric
+        self.best_step = payload["best_step"]
         if self.best_step is not None and (self.work_dir / BEST_FILE).is_file():
             self.best_state = torch.load(self.work_dir / BEST_FILE, map_location="cpu", weights_only=True)
         rngs = payload["rng"]

@@ -117,8 +117,8 @@ def _summary(result: Any, terms: Sequence[str]) -> str:
     text = f"distilled {result.steps} steps with {', '.join(terms)}"
     if history.loss:
         text += f"; loss {history.loss[0]:.4g} -> {history.loss[-1]:.4g}"
-    if result.best_psnr is not None:
-        text += f"; kept the best validation PSNR {result.best_psnr:.2f} dB (step {result.best_step})"
+    if result.best_score is not None:
+        text += f"; kept the best validation {result.best_text()} (step {result.best_step})"
     if result.resumed_from:
         text += f"; resumed at step {result.resumed_from}"
     return text
