@@ -168,9 +168,10 @@ def _scale_features(img: np.ndarray, window: np.ndarray, block: int) -> np.ndarr
 def niqe_of_y(y: np.ndarray, params: NiqeParams | None = None, *, block: int = BLOCK_SIZE) -> float:
     """NIQE of a grey/Y image (h, w) in the 0..255 range (not rescaled, not rounded here).
 
-    :raises NiqeUndefinedError: (a ``ValueError``) if the image holds fewer than two whole ``block`` x ``block`` blocks with
-        finite features: the block features' covariance is undefined for one (numpy's SVD then
-        fails with "did not converge"). A 96 x 192 image is the smallest that scores.
+    :raises NiqeUndefinedError: (a ``ValueError``) if the image holds fewer than two whole
+        ``block`` x ``block`` blocks with finite features: the block features' covariance is
+        undefined for one (numpy's SVD then fails with "did not converge"). A 96 x 192 image is the
+        smallest that scores.
     """
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2:

@@ -494,8 +494,8 @@ class Trainer:
 
                 atomic_torch_save(self.best_state, self.work_dir / BEST_FILE)
         if bar is not None:
-            bar.set_postfix({"loss": f"{self.history.loss[-1]:.4g}" if self.history.loss else "-", self.config.val_metric: f"{mean:.2f}"},
-                            refresh=False)
+            loss = f"{self.history.loss[-1]:.4g}" if self.history.loss else "-"
+            bar.set_postfix({"loss": loss, self.config.val_metric: f"{mean:.2f}"}, refresh=False)
 
     def _improves(self, score: float) -> bool:
         """Whether ``score`` beats the best so far (NaN never does; the metric says which way is better)."""
@@ -592,7 +592,7 @@ class Trainer:
         self.step = int(payload["step"])
         self.lr_scale = float(payload["lr_scale"])
         self.history = TrainHistory.from_dict(payload["history"])
-        self.best_score = payload.get("best_score", payload.get("best_psnr"))  # best_psnr: states written before val_metric
+        self.best_score = payload.get("best_score", payload.get("best_psnr"))  # best_psnr: written before val_metric
         self.best_step = payload["best_step"]
         if self.best_step is not None and (self.work_dir / BEST_FILE).is_file():
             self.best_state = torch.load(self.work_dir / BEST_FILE, map_location="cpu", weights_only=True)
