@@ -48,7 +48,7 @@ def apply(model: nn.Module, config: TrainStageConfig, ctx: Any) -> nn.Module:
     if history.loss:
         summary += f"; loss {history.loss[0]:.4g} -> {history.loss[-1]:.4g}"
     if result.best_score is not None:
-        summary += f"; kept the best validation {result.best_text()} (step {result.best_step})"
+        summary += f"; {result.best_text()}"
     if result.skipped_steps:
         summary += f"; {result.skipped_steps} step(s) skipped on NaN/inf"
     if result.resumed_from:

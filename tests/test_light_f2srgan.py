@@ -64,7 +64,7 @@ def test_cpu_recipe_has_the_issue_pipeline() -> None:
     assert adversarial.steps == 4800  # 2400 ended with Set5 NIQE still falling (recipe comment)
     # the 60-minute CPU fine-tuning budget at the slowest step rates measured (2026-11-27, a second run
     # beside it at one thread each: distill 2400 steps in 12.4 min, recover 3600 in 12.1 min,
-    # adversarial 2400 in 16.1 min, QAT 300 in 1.0 min): 58 minutes; alone at 2 threads it ran in ~39
+    # adversarial 2400 in 16.1 min, QAT 300 in 1.0 min): 58 minutes; alone at 2 threads it ran in ~41
     minutes = (distill.steps * 12.4 / 2400 + recover.steps * 12.1 / 3600 + adversarial.steps * 16.1 / 2400
                + quant.finetune.steps * 1.0 / 300)
     assert round(minutes, 1) == 57.7 and minutes <= 60

@@ -131,6 +131,7 @@ def test_fine_tuning_on_t91_lowers_l1_and_raises_set5_psnr(data_root: Path, tmp_
     assert after > before + 17.0 and after > 27.0, (before, history.val_score)
     # keep_best: the returned weights are the best validated ones, also saved in best.pt
     assert result.best_score == after and result.best_step == history.val_steps[history.val_score.index(after)]
+    assert result.best_text() == f"kept the best validation PSNR {after:.2f} dB (step {result.best_step})"
     best = torch.load(tmp_path / BEST_FILE, weights_only=True)
     assert all(torch.equal(best[k], v) for k, v in result.model.state_dict().items())
 
@@ -148,7 +149,7 @@ def test_keep_best_by_niqe_keeps_the_lowest(data_root: Path, weights_root: Path,
     assert best > 0 and len(set(history.val_score)) == 3, history.val_score  # an untrained net: NIQE 30-560
     assert result.best_metric == "niqe" and result.best_score == best
     assert result.best_step == history.val_steps[history.val_score.index(best)]
-    assert result.best_text() == f"niqe {best:.4g}"
+    assert result.best_text() == f"kept the best validation niqe {best:.4g} (step {result.best_step})"
     kept = torch.load(tmp_path / BEST_FILE, weights_only=True)
     assert all(torch.equal(kept[k], v) for k, v in result.model.state_dict().items())
 

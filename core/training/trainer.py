@@ -114,12 +114,13 @@ class TrainResult:
     world_size: int = 1
 
     def best_text(self) -> str:
-        """The kept validation score as text (``PSNR 28.17 dB``, ``niqe 6.32``); "" when none was kept."""
+        """What ``keep_best`` kept, for stage summaries (``kept the best validation niqe 6.32 (step 400)``,
+        PSNR as ``PSNR 28.17 dB``); "" when nothing was kept."""
         if self.best_score is None:
             return ""
-        if self.best_metric == "psnr":
-            return f"PSNR {self.best_score:.2f} dB"
-        return f"{self.best_metric} {self.best_score:.4g}"
+        psnr = self.best_metric == "psnr"
+        score = f"PSNR {self.best_score:.2f} dB" if psnr else f"{self.best_metric} {self.best_score:.4g}"
+        return f"kept the best validation {score} (step {self.best_step})"
 
 
 @define(kw_only=True)

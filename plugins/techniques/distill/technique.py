@@ -118,7 +118,7 @@ def _summary(result: Any, terms: Sequence[str]) -> str:
     if history.loss:
         text += f"; loss {history.loss[0]:.4g} -> {history.loss[-1]:.4g}"
     if result.best_score is not None:
-        text += f"; kept the best validation {result.best_text()} (step {result.best_step})"
+        text += f"; {result.best_text()}"
     if result.resumed_from:
         text += f"; resumed at step {result.resumed_from}"
     return text
