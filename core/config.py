@@ -16,7 +16,9 @@ from typing import Any
 
 import attrs
 
-__all__ = ["FieldValueError", "field_help", "in_range", "names", "one_of", "option", "positive"]
+from srcompress.errors import number_hint
+
+__all__ = ["FieldValueError", "field_help", "in_range", "names", "one_of", "option", "positive", "strict_scalar"]
 
 _HELP = "srcompress_help"
 _RANGE = "srcompress_range"
@@ -115,3 +117,26 @@ def one_of(choices: Iterable[Any]) -> Callable[..., None]:
 def names(value: Any) -> tuple[str, ...]:
     """Converter for name-list fields: one name or a sequence of names -> a tuple of names."""
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+_SCALAR_NOUNS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def strict_scalar(kind: type) -> Callable[[Any, type], Any]:
+    """cattrs structure hook for an ``int``, ``float``, ``bool`` or ``str`` field that converts nothing
+    but an int to a float: ``"3"`` is not an integer, ``1`` is not ``true``, ``true`` is not a number.
+
+    The TypeError says what was expected (``must be a number (got 'big')``); for a string that YAML 1.1
+    kept because of its exponent (``1e-06``) it also says how to write the number.
+    """
+    noun = _SCALAR_NOUNS[kind]
+
+    def hook(value: Any, _type: type) -> Any:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            hint = number_hint(value) if kind is float else ""
+            raise TypeError(f"must be {noun} (got {value!r}{hint})")
+        return value
+
+    return hook

@@ -7,6 +7,7 @@ The CLI prints ``str(error)`` of any :class:`SrcompressError` on one line (no tr
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "SrcompressError",
     "StageError",
     "UnknownNameError",
+    "number_hint",
     "suggest",
 ]
 
@@ -69,3 +71,25 @@ def suggest(name: str, known: Iterable[str], kind: str) -> str:
     hint = f"; did you mean '{close[0]}'?" if close else ""
     listing = ", ".join(known) if known else "none registered"
     return f"unknown {kind} '{name}'{hint} (available: {listing})"
+
+
+
+def number_hint(value: object) -> str:
+    """For a string YAML kept because of its exponent (``'1e-06'``): why, and how to write it; else "".
+
+    PyYAML follows YAML 1.1, where a float needs a decimal point and a signed exponent: ``1e-06``
+    and ``2.5e4`` stay strings, ``1.0e-06`` and ``2.5e+04`` are floats.
+    """
+    if not isinstance(value, str) or "e" not in value.lower():
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    written = repr(number)  # exact; Python's exponent always has its sign
+    if "e" in written and "." not in written.split("e")[0]:
+        mantissa, exponent = written.split("e")
+        written = f"{mantissa}.0e{exponent}"
+    return f": YAML 1.1 reads {value} as a string (a float needs a decimal point and a signed exponent); write {written}"

@@ -29,7 +29,7 @@ import yaml
 from attrs import define
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from srcompress.config import FieldValueError, in_range, option
+from srcompress.config import FieldValueError, in_range, option, strict_scalar
 from srcompress.entries import NoOptions
 from srcompress.errors import RecipeError, UnknownNameError, suggest
 from srcompress.recipe_types import DataConfig, ModelRef
@@ -142,18 +142,6 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- converter
 
 
-def _strict(kind: type, noun: str) -> Callable[[Any, type], Any]:
-    def hook(value: Any, _type: type) -> Any:
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not ok:
-            raise TypeError(f"must be {noun} (got {value!r})")
-        return value
-
-    return hook
-
-
 def _str_tuple(value: Any, _type: type) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -175,10 +163,8 @@ def _int_pair(value: Any, _type: type) -> tuple[int, int]:
 def make_converter(registry: Registry) -> cattrs.Converter:
     """A cattrs converter with strict scalars and the registry's tagged unions (models, losses)."""
     conv = cattrs.Converter(forbid_extra_keys=True)
-    conv.register_structure_hook(int, _strict(int, "an integer"))
-    conv.register_structure_hook(float, _strict(float, "a number"))
-    conv.register_structure_hook(bool, _strict(bool, "true or false"))
-    conv.register_structure_hook(str, _strict(str, "a string"))
+    for kind in (int, float, bool, str):
+        conv.register_structure_hook(kind, strict_scalar(kind))
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _str_tuple)
     conv.register_structure_hook_func(lambda t: t == tuple[int, int], _int_pair)
     conv.register_structure_hook(ModelRef, lambda v, _t: structure_model_ref(v, registry, conv))

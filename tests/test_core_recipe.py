@@ -46,6 +46,10 @@ MALFORMED = [
     ("version: 1\nmodel: {name: tiny_tp}\nstages: [{type: scale_tail}, {type: scale_tail, factor: 11}]\n", "stages[1].factor: must be >= 0.0 and <= 10.0 (got 11"),
     ("version: 1\nmodel: {name: tiny_tp}\nstages: [{type: scale_tail, facter: 1}]\n", "stages[0].facter: unknown key 'facter'; did you mean 'factor'?"),
     ("version: 1\nmodel: {name: tiny_tp}\nstages: [{type: scale_tail, factor: 'big'}]\n", "stages[0].factor: must be a number (got 'big')"),
+    # PyYAML (YAML 1.1) keeps 1e-3 a string: the message says why and how to write it
+    ("version: 1\nmodel: {name: tiny_tp}\nstages: [{type: scale_tail, factor: 1e-3}]\n",
+     "stages[0].factor: must be a number (got '1e-3': YAML 1.1 reads 1e-3 as a string (a float needs a decimal point "
+     "and a signed exponent); write 0.001)"),
     ("version: 1\nmodel: {name: tiny_tp}\ndata: {batch: true}\n", "data.batch: must be an integer (got True)"),
     ("version: 1\nmodel: {name: tiny_tp}\ndata: {patch: 4}\n", "data.patch: must be >= 8 and <= 1024 (got 4)"),
     ("version: 1\nmodel: {name: tiny_tp}\ndata: {eval: [Set5, 3]}\n", "data.eval: must be a name or a list of names"),

@@ -93,6 +93,9 @@ def test_criterion_weights_terms_and_reports_each(registry: Registry) -> None:
         ({"kind": "vgg", "layer": "conv6_1"}, r"\.layer: must be a VGG19 layer name"),
         ({"kind": "gan", "flavor": "relativstic"}, r"\.flavor: must be one of 'vanilla', 'relativistic'"),
         ({"kind": "l1", "weight": -1}, r"\.weight: must be a number >= 0 \(got -1\)"),
+        ({"kind": "l1", "weight": "1e-06"}, r"\.weight: must be a number >= 0 \(got '1e-06': YAML 1\.1 reads 1e-06 as a "
+         r"string \(a float needs a decimal point and a signed exponent\); write 1\.0e-06\)$"),
+        ({"kind": "charbonnier", "eps": "1e-6"}, r"\.eps: must be a number \(got '1e-6': YAML 1\.1 .*; write 1\.0e-06\)$"),
         ("l1", r"a loss term must be a mapping"),
     ],
 )

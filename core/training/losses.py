@@ -17,8 +17,8 @@ import torch
 from attrs import define, field
 from torch import nn
 
-from srcompress.config import FieldValueError, in_range, one_of, option, positive
-from srcompress.errors import RecipeError, suggest
+from srcompress.config import FieldValueError, in_range, one_of, option, positive, strict_scalar
+from srcompress.errors import RecipeError, number_hint, suggest
 
 __all__ = [
     "CharbonnierConfig",
@@ -213,23 +213,10 @@ def build_criterion(
 # -------------------------------------------------------------------------------------------------
 
 
-def _strict_scalar(kind: type) -> Any:
-    def hook(value: Any, _type: type) -> Any:
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise TypeError(f"must be true or false (got {value!r})")
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
-            raise TypeError(f"must be {'a number' if kind is float else 'an integer' if kind is int else 'a string'} (got {value!r})")
-        return kind(value)
-
-    return hook
-
-
 def _default_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     for kind in (int, float, bool, str):
-        converter.register_structure_hook(kind, _strict_scalar(kind))
+        converter.register_structure_hook(kind, strict_scalar(kind))
     return converter
 
 
@@ -278,7 +265,7 @@ def structure_loss_term(mapping: Any, registry: Any, context: str | cattrs.Conve
     entry = registry.get_loss(kind)
     weight = data.pop("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-        raise RecipeError(_join(path, "weight"), f"must be a number >= 0 (got {weight!r})")
+        raise RecipeError(_join(path, "weight"), f"must be a number >= 0 (got {weight!r}{number_hint(weight)})")
     allowed = sorted(a.name for a in attrs.fields(entry.config_cls))
     unknown = sorted(set(data) - set(allowed))
     if unknown:
