@@ -139,9 +139,9 @@ def test_onnx_backend_from_module_fp32_rewritten_and_exact(tiny: TinySR) -> None
     # the 8 -> 32 conv before the PReLU is narrow: two convs; the 8 -> 3 tail moves before the shuffle
     # (3 < 8 channels); its conv shrinks to the sub-pixel windows and the shuffle becomes a ConvTranspose
     assert applied == [
-        ("prelu_scalar_to_leaky_relu", 0), ("activation_before_d2s", 1), ("prelu_flip_steep", 0), ("prelu_two_convs", 1),
-        ("prelu_to_max", 0), ("subpixel_tail", 1), ("subpixel_compact", 1), ("linear_branch_fold", 0), ("d2s_conv_transpose", 0),
-        ("d2s_int8_channels_last", 0),
+        ("prelu_scalar_to_leaky_relu", 0), ("activation_before_d2s", 1), ("prelu_flip_steep", 0), ("prelu_split_depthwise", 0),
+        ("prelu_two_convs", 1), ("prelu_to_max", 0), ("subpixel_tail", 1), ("subpixel_compact", 1), ("linear_branch_fold", 0),
+        ("d2s_conv_transpose", 0), ("d2s_int8_channels_last", 0),
     ]  # fmt: skip
     assert all(r["max_abs_diff"] <= 1e-6 for r in meta["rewrites"])
     ops = [n.op_type for n in deployed.proto.graph.node]
@@ -349,6 +349,79 @@ def test_prelu_flip_steep_leaves_other_sites(slope: np.ndarray, reader: str) -> 
     assert [numpy_helper.to_array(i).tobytes() for i in out.graph.initializer] == [
         numpy_helper.to_array(i).tobytes() for i in model.graph.initializer
     ]
+
+
+@pytest.mark.parametrize("slope", [_MIXED, np.array(0.2, np.float32)], ids=["per-channel", "scalar"])
+def test_prelu_split_depthwise_moves_the_prelu_into_its_narrow_readers(slope: np.ndarray) -> None:
+    # readers: a padded depthwise 3x3 (fan-in 9) and a grouped 1x1 (2 groups, fan-in 4); any slope sign
+    model = _steep_prelu_graph(slope)
+    out, reports = apply_rewrites(model, ["prelu_split_depthwise"], _feeds(1, 4, 5, 6) - 0.5)
+    assert reports[0].applied == 1 and reports[0].max_abs_diff <= 1e-5
+    ops = [n.op_type for n in out.graph.node]
+    assert "PRelu" not in ops and ops.count("Relu") == 1 and ops.count("Conv") == 5 and ops.count("Add") == 3
+    feeds = np.random.default_rng(8).standard_normal((1, 4, 9, 7)).astype(np.float32)
+    diff, peak = max_output_difference(model, out, feeds)
+    assert diff <= 1e-5 * peak and peak > 1
+    # each reader's relu copy and linear copy sum to the reader: input channel c scaled by 1 - a_c and a_c
+    weights = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
+    original = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for name in ("dw", "gw"):
+        assert np.allclose(weights[f"{name}_relu"] + weights[f"{name}_linear"], original[name], atol=1e-6)
+    slopes = np.broadcast_to(slope.reshape(-1), (8,))
+    assert np.allclose(weights["dw_linear"][:, 0], original["dw"][:, 0] * slopes[:, None, None], atol=1e-6)
+    # the grouped 1x1 reads input channels 4 g .. 4 g + 3 in group g: its linear copy scales column j by a_{4 g + j}
+    grouped = original["gw"][:, :, 0, 0].reshape(2, 4, 4) * slopes.reshape(2, 1, 4)
+    assert np.allclose(weights["gw_linear"][:, :, 0, 0], grouped.reshape(8, 4), atol=1e-6)
+    relu = next(n for n in out.graph.node if n.op_type == "Relu")
+    assert relu.input[0] == "y" and {n.input[0] for n in out.graph.node if n.name.endswith("_relu") and n.op_type == "Conv"} == {relu.output[0]}
+
+
+def _prelu_after(producer: str) -> onnx.ModelProto:
+    """``producer -> PRelu -> depthwise 3x3``: a Conv, a DequantizeLinear or an Identity feeds the PRelu."""
+    rng = np.random.default_rng(9)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "dw"),
+        numpy_helper.from_array(np.array([0.1, 0.2, 0.3, 0.4], np.float32).reshape(4, 1, 1), "s"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "q_scale"), numpy_helper.from_array(np.array(7, np.uint8), "q_zero"),
+    ]
+    first = {
+        "Conv": [oh.make_node("Conv", ["x", "w"], ["y"])],
+        "DequantizeLinear": [oh.make_node("QuantizeLinear", ["x", "q_scale", "q_zero"], ["q"]),
+                             oh.make_node("DequantizeLinear", ["q", "q_scale", "q_zero"], ["y"])],
+        "Identity": [oh.make_node("Identity", ["x"], ["y"])],
+    }[producer]  # fmt: skip
+    nodes = first + [
+        oh.make_node("PRelu", ["y", "s"], ["z"]), oh.make_node("Conv", ["z", "dw"], ["out"], group=4, pads=[1, 1, 1, 1]),
+    ]  # fmt: skip
+    graph = oh.make_graph(
+        nodes, "after", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "h", "w"])],
+        [oh.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+
+
+@pytest.mark.parametrize(("producer", "applied"), [("Conv", 1), ("DequantizeLinear", 0), ("Identity", 0)])
+def test_prelu_split_depthwise_only_after_a_blocked_layout_producer(producer: str, applied: int) -> None:
+    # after a DequantizeLinear ONNX Runtime duplicates the dequantizer and runs the Relu unblocked: slower
+    out, reports = apply_rewrites(_prelu_after(producer), ["prelu_split_depthwise"], _feeds(1, 4, 5, 6) - 0.5)
+    assert reports[0].applied == applied
+    assert ("PRelu" in [n.op_type for n in out.graph.node]) is (applied == 0)
+
+
+def test_prelu_split_depthwise_leaves_wide_non_conv_and_quantized_readers() -> None:
+    rewrite = ["prelu_split_depthwise"]
+    assert apply_rewrites(_steep_prelu_graph(_MIXED, reader="add"), rewrite, None)[1][0].applied == 0  # an Add reads it
+    wide = _conv_prelu_graph(4, [0.25] * 32)  # Conv -> PRelu (32 channels) -> a 3x3 conv over all 32: fan-in 288
+    wide.graph.initializer.append(numpy_helper.from_array(np.ones((8, 32, 3, 3), np.float32), "dense"))
+    wide.graph.node.append(oh.make_node("Conv", ["z", "dense"], ["d"], pads=[1, 1, 1, 1]))
+    wide.graph.output[0].name = "d"
+    assert apply_rewrites(wide, rewrite, None)[1][0].applied == 0
+    quantized = _prelu_after("Conv")  # the reader's output goes to a QuantizeLinear: two convs round differently
+    quantized.graph.node.append(oh.make_node("QuantizeLinear", ["out", "q_scale", "q_zero"], ["oq"]))
+    quantized.graph.output[0].name = "oq"
+    quantized.graph.output[0].type.tensor_type.elem_type = TensorProto.UINT8
+    assert apply_rewrites(quantized, rewrite, None)[1][0].applied == 0
 
 
 def _conv_chain_graph(*, shared: bool = False) -> onnx.ModelProto:

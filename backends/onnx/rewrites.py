@@ -14,7 +14,7 @@ checked by running the graph before and after it in ONNX Runtime (:func:`apply_r
 - ``d2s_int8_channels_last`` (in :mod:`~srcompress.backends.onnx.int8_shuffle`): an int8 shuffle
   between two quantizers with the same parameters becomes channels-last byte transposes (~3.5x
   faster than ONNX Runtime's uint8 DepthToSpace).
-- ``prelu_scalar_to_leaky_relu`` / ``prelu_flip_steep`` / ``prelu_two_convs`` (in
+- ``prelu_scalar_to_leaky_relu`` / ``prelu_flip_steep`` / ``prelu_split_depthwise`` / ``prelu_two_convs`` (in
   :mod:`~srcompress.backends.onnx.prelu`) and
   ``subpixel_tail`` / ``subpixel_compact`` (in :mod:`~srcompress.backends.onnx.subpixel`): see their
   docstrings.
@@ -39,7 +39,9 @@ from srcompress.backends.onnx.branch_fold import linear_branch_fold
 from srcompress.backends.onnx.channels import PERMUTED_KEY, QDQ_OPS, UNARY_OPS, crd_to_dcr_permutation, reorder_channels
 from srcompress.backends.onnx.graph import GraphIndex, attribute, replace_nodes, topological_sort
 from srcompress.backends.onnx.int8_shuffle import d2s_int8_channels_last
-from srcompress.backends.onnx.prelu import TWO_CONVS_MAX_FAN_IN, prelu_flip_steep, prelu_scalar_to_leaky_relu, prelu_to_max, prelu_two_convs
+from srcompress.backends.onnx.prelu import (
+    TWO_CONVS_MAX_FAN_IN, prelu_flip_steep, prelu_scalar_to_leaky_relu, prelu_split_depthwise, prelu_to_max, prelu_two_convs,
+)  # fmt: skip
 from srcompress.backends.onnx.subpixel import subpixel_compact, subpixel_kernel, subpixel_tail
 from srcompress.errors import DeployError
 
@@ -57,6 +59,7 @@ __all__ = [
     "linear_branch_fold",
     "prelu_flip_steep",
     "prelu_scalar_to_leaky_relu",
+    "prelu_split_depthwise",
     "prelu_to_max",
     "prelu_two_convs",
     "max_output_difference",
@@ -239,6 +242,7 @@ REWRITES: dict[str, Callable[[onnx.ModelProto], int]] = {
     "d2s_int8_channels_last": d2s_int8_channels_last,
     "prelu_flip_steep": prelu_flip_steep,
     "prelu_scalar_to_leaky_relu": prelu_scalar_to_leaky_relu,
+    "prelu_split_depthwise": prelu_split_depthwise,
     "prelu_to_max": prelu_to_max,
     "prelu_two_convs": prelu_two_convs,
     "subpixel_tail": subpixel_tail,
