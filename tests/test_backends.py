@@ -401,6 +401,22 @@ def _prelu_after(producer: str) -> onnx.ModelProto:
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
+def test_prelu_split_depthwise_follows_a_chain_of_prelus() -> None:
+    # Conv -> PRelu -> depthwise -> PRelu -> depthwise: the second PRelu's producer is the first split's Add
+    model = _prelu_after("Conv")
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.full((4, 1, 1), 0.3, np.float32), "s2"),
+        numpy_helper.from_array(np.random.default_rng(10).standard_normal((4, 1, 3, 3)).astype(np.float32), "dw2"),
+    ])  # fmt: skip
+    model.graph.node[-1].output[0] = "mid"
+    model.graph.node.extend([
+        oh.make_node("PRelu", ["mid", "s2"], ["z2"]), oh.make_node("Conv", ["z2", "dw2"], ["out"], group=4, pads=[1, 1, 1, 1]),
+    ])  # fmt: skip
+    out, reports = apply_rewrites(model, ["prelu_split_depthwise"], _feeds(1, 4, 6, 7) - 0.5)
+    assert reports[0].applied == 2 and reports[0].max_abs_diff <= 1e-5
+    assert [n.op_type for n in out.graph.node].count("Relu") == 2
+
+
 @pytest.mark.parametrize(("producer", "applied"), [("Conv", 1), ("DequantizeLinear", 0), ("Identity", 0)])
 def test_prelu_split_depthwise_only_after_a_blocked_layout_producer(producer: str, applied: int) -> None:
     # after a DequantizeLinear ONNX Runtime duplicates the dequantizer and runs the Relu unblocked: slower

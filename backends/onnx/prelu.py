@@ -268,8 +268,9 @@ def _split_into_two_convs(index: GraphIndex, prelu: onnx.NodeProto, site: _ConvP
 #: the reader twice costs less than the PRelu's own passes (or a second copy of a wide conv before it).
 SPLIT_MAX_FAN_IN = 25
 
-#: Producers of the PRelu's input for which prelu_split_depthwise applies (see its docstring).
-SPLIT_PRODUCERS = frozenset({"Conv", "Concat"})
+#: Producers of the PRelu's input for which prelu_split_depthwise applies (see its docstring); an Add
+#: is what the split leaves after a reader (ORT fuses it into the second copy's sum input).
+SPLIT_PRODUCERS = frozenset({"Conv", "Concat", "Add"})
 
 
 def prelu_split_depthwise(model: onnx.ModelProto) -> int:
@@ -287,8 +288,8 @@ def prelu_split_depthwise(model: onnx.ModelProto) -> int:
     PRelu's output as its data input with constant float weights and a fan-in of at most
     :data:`SPLIT_MAX_FAN_IN`, no reader's output feeds a ``QuantizeLinear`` (two convs round
     differently from one; see ``prelu_two_convs``), the PRelu's output is not a graph output, and
-    its input comes from a ``Conv`` or ``Concat`` (:data:`SPLIT_PRODUCERS`: ops ONNX Runtime keeps in
-    its blocked layout). After a ``DequantizeLinear`` the split is slower: ONNX Runtime gives each
+    its input comes from a ``Conv``, ``Concat`` or ``Add`` (:data:`SPLIT_PRODUCERS`: ops ONNX Runtime
+    keeps in its blocked layout after convs). After a ``DequantizeLinear`` the split is slower: ONNX Runtime gives each
     reader its own dequantizer and runs the Relu before the layout change (an INT8 student's
     float tail: 82.7 against 79.1 ms with ``prelu_to_max``, 2 threads).
 
@@ -297,7 +298,13 @@ def prelu_split_depthwise(model: onnx.ModelProto) -> int:
     2 threads, LR 320x180, interleaved): F2SRGAN 577 against 596 ms (its FFC blocks' PReLUs, after
     a Concat, had no conv to split into), the pruned Light student 88.7 against 91.5 ms.
     """
-    count = _rewrite_each(model, _split_site, _split_readers)
+    count = 0
+    for prelu in [n for n in model.graph.node if n.op_type == "PRelu"]:
+        index = GraphIndex(model.graph)  # fresh: a split reader may be the next PRelu's producer
+        site = _split_site(index, prelu)
+        if site is not None:
+            _split_readers(index, prelu, site)
+            count += 1
     if count:
         topological_sort(model.graph)
     return count
