@@ -46,6 +46,17 @@ def tiny_onnx(tiny: TinySR) -> onnx.ModelProto:
     return export_onnx(tiny, torch.rand(1, 3, 12, 16))
 
 
+def _one_input_model(
+    nodes: list[onnx.NodeProto], name: str, shape: list[int | str], output: str, inits: list[onnx.TensorProto],
+) -> onnx.ModelProto:
+    """An opset-18 model of ``nodes`` with one float input ``x`` of ``shape`` and one float output."""
+    graph = oh.make_graph(
+        nodes, name, [oh.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [oh.make_tensor_value_info(output, TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+
+
 def _feeds(*shape: int) -> np.ndarray:
     return np.random.default_rng(0).random(shape, dtype=np.float32)
 
@@ -172,12 +183,8 @@ def test_each_rewrite_is_exact_and_reported(tiny_onnx: onnx.ModelProto) -> None:
 
 
 def _prelu_graph(slope: np.ndarray) -> onnx.ModelProto:
-    graph = oh.make_graph(
-        [oh.make_node("PRelu", ["x", "s"], ["y"], name="act")], "prelu",
-        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "h", "w"])],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(slope, "s")],
-    )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+    nodes = [oh.make_node("PRelu", ["x", "s"], ["y"], name="act")]
+    return _one_input_model(nodes, "prelu", [1, 4, "h", "w"], "y", [numpy_helper.from_array(slope, "s")])
 
 
 @pytest.mark.parametrize(
@@ -233,11 +240,7 @@ def _conv_prelu_graph(in_channels: int, slopes: list[float]) -> onnx.ModelProto:
         numpy_helper.from_array(np.array(slopes, np.float32).reshape(out, 1, 1), "s"),
     ]
     nodes = [oh.make_node("Conv", ["x", "w", "b"], ["y"], name="pw"), oh.make_node("PRelu", ["y", "s"], ["z"], name="act")]
-    graph = oh.make_graph(
-        nodes, "conv_prelu", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_channels, "h", "w"])],
-        [oh.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+    return _one_input_model(nodes, "conv_prelu", [1, in_channels, "h", "w"], "z", inits)
 
 
 @pytest.mark.parametrize("shuffled", [False, True])
@@ -298,11 +301,7 @@ def _steep_prelu_graph(slope: np.ndarray, *, bias: bool = True, reader: str = "c
         oh.make_node("Conv", ["z", "gw"], ["g"], name="grouped", group=2),
         oh.make_node("Add", ["d", "g" if reader == "conv" else "z"], ["out"]),
     ]
-    graph = oh.make_graph(
-        nodes, "steep", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "h", "w"])],
-        [oh.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+    return _one_input_model(nodes, "steep", [1, 4, "h", "w"], "out", inits)
 
 
 _MIXED = np.array([0.25, 1.5, -0.5, 1.0, 3.0, 0.0, 1.25, 0.9], np.float32).reshape(1, 8, 1, 1)
@@ -394,11 +393,7 @@ def _prelu_after(producer: str) -> onnx.ModelProto:
     nodes = first + [
         oh.make_node("PRelu", ["y", "s"], ["z"]), oh.make_node("Conv", ["z", "dw"], ["out"], group=4, pads=[1, 1, 1, 1]),
     ]  # fmt: skip
-    graph = oh.make_graph(
-        nodes, "after", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "h", "w"])],
-        [oh.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+    return _one_input_model(nodes, "after", [1, 4, "h", "w"], "out", inits)
 
 
 def test_prelu_split_depthwise_follows_a_chain_of_prelus() -> None:
@@ -504,11 +499,7 @@ def test_d2s_conv_transpose_leaves_int8_shuffles_to_onnx_runtime() -> None:
         oh.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
         oh.make_node("DepthToSpace", ["d"], ["y"], blocksize=2, mode="CRD"),
     ]
-    graph = oh.make_graph(
-        nodes, "qdq_shuffle", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, "h", "w"])],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], [scale, zero],
-    )  # fmt: skip
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+    model = _one_input_model(nodes, "qdq_shuffle", [1, 8, "h", "w"], "y", [scale, zero])
     _, reports = apply_rewrites(model, ["d2s_conv_transpose"], _feeds(1, 8, 3, 4))
     assert reports[0].applied == 0
 
@@ -592,11 +583,7 @@ def test_subpixel_tail_moves_the_separable_rgb_tail_before_the_shuffle(tiny_onnx
     # a tail that does not narrow the channels (3 -> 3) is left at full resolution
     inits = [numpy_helper.from_array(np.random.default_rng(6).standard_normal((3, 3, 3, 3)).astype(np.float32), "k")]
     nodes = [oh.make_node("DepthToSpace", ["x"], ["z"], blocksize=2, mode="CRD"), oh.make_node("Conv", ["z", "k"], ["y"], pads=[1] * 4)]
-    graph = oh.make_graph(
-        nodes, "rgb_to_rgb", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, "h", "w"])],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
-    _, kept = apply_rewrites(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION), ["subpixel_tail"], _feeds(1, 12, 4, 5))
+    _, kept = apply_rewrites(_one_input_model(nodes, "rgb_to_rgb", [1, 12, "h", "w"], "y", inits), ["subpixel_tail"], _feeds(1, 12, 4, 5))
     assert kept[0].applied == 0
 
 
@@ -621,11 +608,7 @@ def _conv_d2s_graph(weight: np.ndarray, bias: np.ndarray, pads: tuple[int, int],
         oh.make_node("Conv", ["x", "k", "b"], ["z"], pads=[pads[0], pads[0], pads[1], pads[1]]),
         oh.make_node("DepthToSpace", ["z"], ["y"], blocksize=block, mode=mode),
     ]
-    graph = oh.make_graph(
-        nodes, "conv_d2s", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[1], "h", "w"])],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+    return _one_input_model(nodes, "conv_d2s", ["n", weight.shape[1], "h", "w"], "y", inits)
 
 
 @pytest.mark.parametrize(("block", "size", "mode", "window"), [(2, 3, "DCR", 2), (2, 3, "CRD", 2), (3, 3, "DCR", 2), (4, 3, "CRD", 2), (2, 5, "DCR", None)])
@@ -724,11 +707,7 @@ def qdq_graph(*, zero_point: int = 0, dtype: type = np.int8) -> onnx.ModelProto:
         oh.make_node("Conv", ["xd", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
         oh.make_node("DepthToSpace", ["c"], ["y"], blocksize=2, mode="CRD"),
     ]
-    graph = oh.make_graph(
-        nodes, "qdq", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
-        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
+    return _one_input_model(nodes, "qdq", [1, 3, "h", "w"], "y", inits)
 
 
 def test_int8_qdq_graph_deploys_and_the_dcr_rewrite_permutes_quantized_weights() -> None:

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 __all__ = [
     "GraphIndex", "attribute", "conv_bias", "conv_weight", "dense_steps", "feeds_quantizer", "opset_version", "per_channel",
-    "plain_conv", "pointwise_conv", "replace_nodes", "rewrite_each_shuffle", "topological_sort",
+    "plain_conv", "pointwise_conv", "replace_nodes", "rewrite_each", "rewrite_each_shuffle", "topological_sort",
 ]  # fmt: skip
 
 
@@ -205,15 +205,21 @@ def replace_nodes(graph: onnx.GraphProto, index: GraphIndex, old: list[onnx.Node
         graph.value_info.remove(info)
 
 
-def rewrite_each_shuffle(model: onnx.ModelProto, rewrite: Callable[[GraphIndex, onnx.NodeProto], bool]) -> int:
-    """Call ``rewrite(index, shuffle)`` on each ``DepthToSpace`` (a fresh index each time); returns how
-    many it rewrote (it returns True for those), and sorts the graph once if any."""
+def rewrite_each(model: onnx.ModelProto, op_type: str, rewrite: Callable[[GraphIndex, onnx.NodeProto], bool]) -> int:
+    """Call ``rewrite(index, node)`` on each ``op_type`` node (a fresh index each time, so one rewrite
+    sees the edits of the ones before it); returns how many it rewrote (it returns True for those),
+    and sorts the graph once if any."""
     count = 0
-    for shuffle in [n for n in model.graph.node if n.op_type == "DepthToSpace"]:
-        count += bool(rewrite(GraphIndex(model.graph), shuffle))
+    for node in [n for n in model.graph.node if n.op_type == op_type]:
+        count += bool(rewrite(GraphIndex(model.graph), node))
     if count:
         topological_sort(model.graph)
     return count
+
+
+def rewrite_each_shuffle(model: onnx.ModelProto, rewrite: Callable[[GraphIndex, onnx.NodeProto], bool]) -> int:
+    """:func:`rewrite_each` over the ``DepthToSpace`` nodes."""
+    return rewrite_each(model, "DepthToSpace", rewrite)
 
 
 #: Ops that only move or copy values: a quantizer behind them sees the same numbers.

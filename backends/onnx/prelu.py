@@ -20,7 +20,8 @@ import onnx
 from attrs import define
 
 from srcompress.backends.onnx.graph import (
-    GraphIndex, attribute, conv_bias, conv_weight, feeds_quantizer, per_channel, replace_nodes, topological_sort,
+    GraphIndex, attribute, conv_bias, conv_weight, feeds_quantizer, per_channel, replace_nodes, rewrite_each,
+    topological_sort,
 )  # fmt: skip
 
 __all__ = [
@@ -298,16 +299,7 @@ def prelu_split_depthwise(model: onnx.ModelProto) -> int:
     2 threads, LR 320x180, interleaved): F2SRGAN 577 against 596 ms (its FFC blocks' PReLUs, after
     a Concat, had no conv to split into), the pruned Light student 88.7 against 91.5 ms.
     """
-    count = 0
-    for prelu in [n for n in model.graph.node if n.op_type == "PRelu"]:
-        index = GraphIndex(model.graph)  # fresh: a split reader may be the next PRelu's producer
-        site = _split_site(index, prelu)
-        if site is not None:
-            _split_readers(index, prelu, site)
-            count += 1
-    if count:
-        topological_sort(model.graph)
-    return count
+    return rewrite_each(model, "PRelu", _split_one)  # a fresh index: a split reader may be the next PRelu's producer
 
 
 @define(frozen=True)
@@ -341,6 +333,13 @@ def _split_site(index: GraphIndex, prelu: onnx.NodeProto) -> _SplitSite | None:
         if feeds_quantizer(index, reader.output[0]):
             return None
     return _SplitSite(np.broadcast_to(slope.reshape(-1), (channels,)).astype(weight.dtype), readers)
+
+
+def _split_one(index: GraphIndex, prelu: onnx.NodeProto) -> bool:
+    site = _split_site(index, prelu)
+    if site is not None:
+        _split_readers(index, prelu, site)
+    return site is not None
 
 
 def _split_readers(index: GraphIndex, prelu: onnx.NodeProto, site: _SplitSite) -> None:
