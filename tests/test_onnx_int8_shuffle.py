@@ -97,11 +97,15 @@ def test_int8_crd_shuffle_whose_conv_output_is_read_elsewhere_is_left_alone() ->
 
 
 def test_int8_deployment_applies_it_by_default() -> None:
-    assert DEFAULT_REWRITES[-1] == "d2s_int8_channels_last"
+    # after d2s_conv_transpose (which would take a float shuffle) and before the padding of narrow convs
+    # (whose Slice would stand between the conv it permutes and the shuffle)
+    order = DEFAULT_REWRITES.index
+    assert order("d2s_conv_transpose") < order("d2s_int8_channels_last") < order("int8_pad_narrow_convs")
     model = int8_shuffle_graph()
     deployed = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8"))
     applied = {r["name"]: r["applied"] for r in deployed.metadata["rewrites"]}
     assert applied["d2s_int8_channels_last"] == 1 and applied["d2s_conv_transpose"] == 0
+    assert applied["int8_pad_narrow_convs"] == 1, "its 12-channel conv is padded to 16"
     plain = compile_onnx(model, torch.rand(1, 3, 6, 5), OnnxConfig(provider="cpu", precision="int8", rewrites=[]))
     x = torch.rand(1, 3, 9, 4)
     assert torch.equal(deployed(x), plain(x))

@@ -189,11 +189,12 @@ def dense_steps(conv: onnx.NodeProto) -> bool:
 
 
 def replace_nodes(graph: onnx.GraphProto, index: GraphIndex, old: list[onnx.NodeProto], new: list[onnx.NodeProto]) -> None:
-    """Put ``new`` where the first of ``old`` stood; drop the initializers only ``old`` read and the
-    recorded shapes of tensors that no node produces any more (``index``: the graph before the edit)."""
+    """Put ``new`` where the first of ``old`` stood; drop the initializers only ``old`` read (and ``new``
+    does not) and the recorded shapes of tensors that no node produces any more (``index``: the graph
+    before the edit)."""
     position = min(list(graph.node).index(node) for node in old)
     gone = {out for node in old for out in node.output} - {out for node in new for out in node.output}
-    constants = {name for node in old for name in node.input if name}
+    constants = {name for node in old for name in node.input if name} - {name for node in new for name in node.input}
     for node in old:
         graph.node.remove(node)
     for offset, node in enumerate(new):

@@ -18,6 +18,9 @@ checked by running the graph before and after it in ONNX Runtime (:func:`apply_r
   :mod:`~srcompress.backends.onnx.prelu`) and
   ``subpixel_tail`` / ``subpixel_compact`` (in :mod:`~srcompress.backends.onnx.subpixel`): see their
   docstrings.
+- ``int8_pad_narrow_convs`` (in :mod:`~srcompress.backends.onnx.int8_pad`): a quantized conv with
+  fewer than 16 output channels gets zero channels up to 16, sliced off after its quantizer
+  (ONNX Runtime's ``QLinearConv`` ran 3-7x faster so).
 - ``linear_branch_fold`` (in :mod:`~srcompress.backends.onnx.branch_fold`): the linear half of a
   two-conv PReLU folded into the conv that reads the sum (the sub-pixel tail), so the wide linear
   map is never written.
@@ -38,6 +41,7 @@ from attrs import define
 from srcompress.backends.onnx.branch_fold import linear_branch_fold
 from srcompress.backends.onnx.channels import PERMUTED_KEY, QDQ_OPS, UNARY_OPS, crd_to_dcr_permutation, reorder_channels
 from srcompress.backends.onnx.graph import GraphIndex, attribute, replace_nodes, topological_sort
+from srcompress.backends.onnx.int8_pad import int8_pad_narrow_convs
 from srcompress.backends.onnx.int8_shuffle import d2s_int8_channels_last
 from srcompress.backends.onnx.prelu import (
     TWO_CONVS_MAX_FAN_IN, prelu_flip_steep, prelu_scalar_to_leaky_relu, prelu_split_depthwise, prelu_to_max, prelu_two_convs,
@@ -56,6 +60,7 @@ __all__ = [
     "d2s_conv_transpose",
     "d2s_dcr",
     "d2s_int8_channels_last",
+    "int8_pad_narrow_convs",
     "linear_branch_fold",
     "prelu_flip_steep",
     "prelu_scalar_to_leaky_relu",
@@ -247,6 +252,7 @@ REWRITES: dict[str, Callable[[onnx.ModelProto], int]] = {
     "prelu_two_convs": prelu_two_convs,
     "subpixel_tail": subpixel_tail,
     "subpixel_compact": subpixel_compact,
+    "int8_pad_narrow_convs": int8_pad_narrow_convs,
     "linear_branch_fold": linear_branch_fold,
 }
 

@@ -16,7 +16,10 @@ from srcompress.backends.onnx.graph import (
     replace_nodes, rewrite_each_shuffle, topological_sort,
 )  # fmt: skip
 
-__all__ = ["subpixel_compact", "subpixel_kernel", "subpixel_tail"]
+__all__ = [
+    "CompactAxis", "compact_arrays", "compact_axis", "crd_values", "subpixel_compact", "subpixel_kernel", "subpixel_order",
+    "subpixel_tail",
+]
 
 
 def subpixel_tail(model: onnx.ModelProto) -> int:
@@ -194,7 +197,7 @@ def _compact_one(index: GraphIndex, d2s: onnx.NodeProto) -> bool:
 
 
 @define(frozen=True)
-class _Axis:
+class CompactAxis:
     """The compact form along one spatial axis.
 
     ``starts[s]``: first kernel tap sub-pixel s reads; ``width``: taps of the new kernel;
@@ -214,7 +217,7 @@ class _Axis:
         return sub - block * self.offsets[sub] + self.crop[0]
 
 
-def _axis(reads: np.ndarray, old_pads: tuple[int, int], block: int) -> _Axis | None:
+def compact_axis(reads: np.ndarray, old_pads: tuple[int, int], block: int) -> CompactAxis | None:
     """The compact form along one axis; ``reads[s, t]``: sub-pixel s has a nonzero weight at tap t."""
     hits = [np.flatnonzero(row) for row in reads]
     starts = [int(h[0]) if h.size else 0 for h in hits]
@@ -228,17 +231,17 @@ def _axis(reads: np.ndarray, old_pads: tuple[int, int], block: int) -> _Axis | N
     crop_end = block * (longer - 1) + kernel - crop_begin
     if crop_end < 0:
         return None
-    return _Axis(tuple(starts), width, tuple(offsets), (begin, end), kernel, (crop_begin, crop_end))
+    return CompactAxis(tuple(starts), width, tuple(offsets), (begin, end), kernel, (crop_begin, crop_end))
 
 
-def _subpixel_order(out_channels: int, block: int, mode: str) -> np.ndarray:
+def subpixel_order(out_channels: int, block: int, mode: str) -> np.ndarray:
     """(r, r, O) array: the conv output channel that becomes sub-pixel (a, b) of shuffled channel o."""
     o, a, b = np.meshgrid(np.arange(out_channels), np.arange(block), np.arange(block), indexing="ij")
     channel = o * block * block + a * block + b if mode == "CRD" else (a * block + b) * out_channels + o
     return channel.transpose(1, 2, 0)
 
 
-_CompactPlan = tuple[onnx.NodeProto, np.ndarray, np.ndarray, _Axis, _Axis]
+_CompactPlan = tuple[onnx.NodeProto, np.ndarray, np.ndarray, CompactAxis, CompactAxis]
 
 
 def _compact_plan(index: GraphIndex, d2s: onnx.NodeProto) -> _CompactPlan | None:
@@ -253,36 +256,50 @@ def _compact_plan(index: GraphIndex, d2s: onnx.NodeProto) -> _CompactPlan | None
     block = int(attribute(d2s, "blocksize"))  # type: ignore[arg-type]
     if bias is None or weight.shape[0] % (block * block):
         return None
-    order = _subpixel_order(weight.shape[0] // (block * block), block, str(attribute(d2s, "mode", "DCR")))
+    order = subpixel_order(weight.shape[0] // (block * block), block, str(attribute(d2s, "mode", "DCR")))
     grid = weight[order]
     pads = list(attribute(conv, "pads", [0, 0, 0, 0]))  # type: ignore[call-overload]
     nonzero = grid != 0
-    rows = _axis(nonzero.any(axis=(1, 2, 3, 5)), (pads[0], pads[2]), block)
-    cols = _axis(nonzero.any(axis=(0, 2, 3, 4)), (pads[1], pads[3]), block)
+    rows = compact_axis(nonzero.any(axis=(1, 2, 3, 5)), (pads[0], pads[2]), block)
+    cols = compact_axis(nonzero.any(axis=(0, 2, 3, 4)), (pads[1], pads[3]), block)
     if rows is None or cols is None or rows.width * cols.width >= weight.shape[2] * weight.shape[3]:
         return None
     return conv, grid, bias[order], rows, cols
 
 
-def _compact(
-    graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, conv: onnx.NodeProto,
-    grid: np.ndarray, bias: np.ndarray, rows: _Axis, cols: _Axis,
-) -> None:  # fmt: skip
-    """Replace ``conv`` and ``d2s`` by the compact conv (output channels in CRD order) and a ConvTranspose."""
+def compact_arrays(grid: np.ndarray, rows: CompactAxis, cols: CompactAxis) -> tuple[np.ndarray, np.ndarray]:
+    """(compact weight (O r^2, C, rows.width, cols.width), ConvTranspose kernel (O r^2, 1, kH', kW')) of a
+    weight grid (r, r, O, C, kH, kW); the compact conv's output channels are in CRD order (o, a, b)."""
     block, _, out_c, in_c = grid.shape[:4]
     weight = np.zeros((out_c, block, block, in_c, rows.width, cols.width), grid.dtype)
-    place = np.zeros((out_c, block, block, 1, rows.kernel, cols.kernel), grid.dtype)
+    place = np.zeros((out_c, block, block, 1, rows.kernel, cols.kernel), np.float32)
     for a in range(block):
         for b in range(block):
             taps = grid[a, b, :, :, rows.starts[a]:rows.starts[a] + rows.width, cols.starts[b]:cols.starts[b] + cols.width]
             weight[:, a, b, :, :taps.shape[2], :taps.shape[3]] = taps
             place[:, a, b, 0, rows.position(a, block), cols.position(b, block)] = 1
+    n = out_c * block * block
+    return weight.reshape(n, in_c, rows.width, cols.width), place.reshape(n, 1, rows.kernel, cols.kernel)
+
+
+def crd_values(per_channel_grid: np.ndarray) -> np.ndarray:
+    """A per-channel array in grid order (r, r, O) (bias, scales) as the compact conv's CRD order."""
+    return per_channel_grid.transpose(2, 0, 1).reshape(-1)
+
+
+def _compact(
+    graph: onnx.GraphProto, index: GraphIndex, d2s: onnx.NodeProto, conv: onnx.NodeProto,
+    grid: np.ndarray, bias: np.ndarray, rows: CompactAxis, cols: CompactAxis,
+) -> None:  # fmt: skip
+    """Replace ``conv`` and ``d2s`` by the compact conv (output channels in CRD order) and a ConvTranspose."""
+    block, _, out_c = grid.shape[:3]
+    weight, place = compact_arrays(grid, rows, cols)
     base = conv.name or conv.output[0]
     names = [index.fresh_name(f"{base}_compact_{suffix}") for suffix in ("w", "b", "out", "place")]
     graph.initializer.extend([
-        onnx.numpy_helper.from_array(weight.reshape(out_c * block * block, in_c, rows.width, cols.width), names[0]),
-        onnx.numpy_helper.from_array(bias.transpose(2, 0, 1).reshape(-1).astype(grid.dtype), names[1]),
-        onnx.numpy_helper.from_array(place.reshape(out_c * block * block, 1, rows.kernel, cols.kernel), names[3]),
+        onnx.numpy_helper.from_array(weight, names[0]),
+        onnx.numpy_helper.from_array(crd_values(bias).astype(grid.dtype), names[1]),
+        onnx.numpy_helper.from_array(place.astype(grid.dtype), names[3]),
     ])
     compact = onnx.helper.make_node(
         "Conv", [conv.input[0], names[0], names[1]], [names[2]], name=f"{base}_compact",
