@@ -21,6 +21,7 @@ from .pt2e import QATModule, calibrate, convert, export_for_quantization, freeze
 from .quantizer import SRQuantizer, activation_spec, build_quantizer, fold_scalar_muls, weight_spec
 from .rewrites import split_prelu
 from .saving import PT2_SUFFIX, load_quantized, save_quantized
+from .subpixel import fold_subpixel_tail
 from .technique import FreezeSchedule, apply, calibration_batches, count_quantized, quantize_model
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "export_qdq_onnx",
     "float_module_names",
     "fold_scalar_muls",
+    "fold_subpixel_tail",
     "freeze_batch_norm",
     "int8_ops",
     "kl_threshold",

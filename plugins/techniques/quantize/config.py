@@ -57,6 +57,13 @@ class QuantizeConfig:
         "on the KD student and Light F2SRGAN, docs/benchmarks_quantize.md). null: on for target onnxruntime, off "
         "for tensorrt (which fuses PReLU itself).",
     )
+    subpixel_tail: bool = option(
+        False, help="Fold the RGB tail after the last pixel shuffle (PReLU, conv or separable conv, mean shift) "
+        "exactly into one compact conv on the low-resolution grid and a 0/1 transposed conv that places its "
+        "outputs, so that the tail is quantized and fine-tuned in the form ONNX Runtime runs; the image output "
+        "is then int8 too. Off: the tail runs as it is (keep it float with keep_float, and the onnx backend "
+        "moves a float tail before the shuffle itself).",
+    )
     float_first_last: bool = option(False, help="Keep the first and the last conv of the network in float.")
     freeze_observers_after: int | None = option(None, help="qat: stop updating activation/weight ranges after "
                                                 "this many steps (None: never).", validator=in_range(0, None))

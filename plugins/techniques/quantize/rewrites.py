@@ -109,6 +109,11 @@ def split_prelu(gm: GraphModule, in_float: Callable[[Node], bool] | None = None)
         else:
             _rewrite(gm, prelu, conv, shuffle, slopes)
         count += 1
+    return _finish(gm, count)
+
+
+def _finish(gm: GraphModule, count: int) -> int:
+    """After ``count`` rewrites of ``gm`` (none: nothing to do): drop dead nodes, check, recompile."""
     if count:
         gm.graph.eliminate_dead_code()
         gm.graph.lint()

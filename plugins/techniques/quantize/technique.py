@@ -14,7 +14,9 @@ Recipe::
 
 Steps (int8/int16): FFT-free export forms (when the model has them) -> explicit conv padding ->
 untie modules called more than once -> ``torch.export`` (dynamic N, H, W) -> fold scalar muls into
-convs -> split PReLUs into integer-friendly convs (:func:`split_prelu`) -> ``prepare_pt2e`` / ``prepare_qat_pt2e`` with :class:`SRQuantizer` -> calibrate on training
+convs -> (option ``subpixel_tail``) fold the RGB tail before the last pixel shuffle
+(:func:`fold_subpixel_tail`) -> split PReLUs into integer-friendly convs (:func:`split_prelu`) ->
+``prepare_pt2e`` / ``prepare_qat_pt2e`` with :class:`SRQuantizer` -> calibrate on training
 patches (QAT: then fine-tune through :func:`srcompress.training.fit`, freezing observers and BN
 statistics at the configured steps) -> ``convert_pt2e``. The result is a ``torch.fx.GraphModule``
 with quantize/dequantize ops (the reference Q/DQ model): it runs in torch and exports to a Q/DQ
@@ -39,6 +41,7 @@ from .graph import explicit_padding, float_module_names, untie_shared
 from .pt2e import QATModule, calibrate, convert, export_for_quantization, prepare
 from .quantizer import build_quantizer, fold_scalar_muls
 from .rewrites import split_prelu
+from .subpixel import fold_subpixel_tail
 
 __all__ = ["FreezeSchedule", "apply", "calibration_batches", "count_quantized", "quantize_model"]
 
@@ -105,6 +108,7 @@ def quantize_model(
     graph = export_for_quantization(work, example)
     folded = fold_scalar_muls(graph)
     quantizer = build_quantizer(config, floats, qat=qat)
+    tails = fold_subpixel_tail(graph, quantizer.in_float) if config.subpixel_tail else 0
     split = split_prelu(graph, quantizer.in_float) if config.splits_prelu else 0
     prepared = prepare(graph, quantizer, qat=qat)
     calibrated = calibrate(prepared, batches)
@@ -112,8 +116,9 @@ def quantize_model(
         wrapper = QATModule(prepared)
         prepared = finetune(wrapper).graph_module if finetune is not None else prepared
     converted = convert(prepared)
-    facts = {"export_forms": forms, "untied": untied, "float_modules": floats, "folded_muls": folded, "split_prelu": split,
-             "calibration_batches": calibrated, "quantized_ops": count_quantized(converted)}
+    facts = {"export_forms": forms, "untied": untied, "float_modules": floats, "folded_muls": folded,
+             "subpixel_tails": tails, "split_prelu": split, "calibration_batches": calibrated,
+             "quantized_ops": count_quantized(converted)}
     return converted, facts
 
 
@@ -143,6 +148,7 @@ def apply(model: nn.Module, config: QuantizeConfig, ctx: Any) -> nn.Module:
             f"{config.mode} {config.dtype} for {config.target}, {config.calibration} calibration on "
             f"{facts['calibration_batches']} batches: {facts['quantized_ops']} quantizers; float: "
             f"{', '.join(facts['float_modules']) or 'none'}; scalar muls folded into convs: {facts['folded_muls']}; PReLUs split: {facts['split_prelu']}"
+            + (f"; tails folded before the pixel shuffle: {facts['subpixel_tails']}" if config.subpixel_tail else "")
         )
         if facts["export_forms"]:
             ctx.note(f"FFT-free export forms applied to {', '.join(facts['export_forms'])} (exact; kept float)")
