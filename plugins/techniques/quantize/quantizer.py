@@ -58,11 +58,12 @@ __all__ = ["SRQuantizer", "activation_spec", "build_quantizer", "fold_scalar_mul
 
 #: Floor of an activation's quantization scale.
 _EPS = 2**-12
-#: Floor of a weight channel's scale: only (near-)zero channels should reach it. 2**-12 clamped the
-#: scales of a tail folded before its pixel shuffle (``subpixel_tail``; the /255 output scaling is
-#: folded in, max |w| ~0.025) to ~100 levels: mean output error 0.036 against 0.0073 with this floor
-#: (PTQ of the Light F2SRGAN recipe's polished student, Set5 crops). Bias quantization (int32 at
-#: s_in * s_w) stays far from overflow at this floor.
+#: Floor of a weight channel's scale: only (near-)zero channels should reach it. At 2**-12 every
+#: channel with max |w| < 127 * 2**-12 = 0.031 lost resolution: an early form of ``subpixel_tail``
+#: that folded the /255 output scaling into the tail (max |w| ~0.025) got ~100 levels, mean output
+#: error 0.036 against 0.0073 with this floor (PTQ of the Light F2SRGAN recipe's polished student,
+#: Set5 crops). The fold keeps the /255 out now, and both floors give 0.0073 there. Bias
+#: quantization (int32 at s_in * s_w) stays far from overflow at this floor.
 _WEIGHT_EPS = 2**-20
 
 
