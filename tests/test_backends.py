@@ -22,7 +22,7 @@ from srcompress.backends.onnx import (
     load_onnx_deployed,
     qdq_summary,
 )
-from srcompress.backends.onnx.graph import GraphIndex
+from srcompress.backends.onnx.graph import GraphIndex, replace_nodes
 from srcompress.backends.onnx.rewrites import PERMUTED_KEY, max_output_difference, subpixel_kernel
 from srcompress.backends.torch_backend import TorchConfig, compile_torch, load_torch
 from srcompress.config import field_help
@@ -59,6 +59,18 @@ def _one_input_model(
 
 def _feeds(*shape: int) -> np.ndarray:
     return np.random.default_rng(0).random(shape, dtype=np.float32)
+
+
+def test_replace_nodes_drops_only_the_constants_no_node_reads_any_more() -> None:
+    """``a`` and ``b`` are read only by the replaced nodes; the new node reads ``a`` again: it stays."""
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("a", 2.0), ("b", 3.0), ("c", 4.0))]
+    nodes = [oh.make_node("Mul", ["x", "c"], ["m"]), oh.make_node("Add", ["m", "a"], ["n"]), oh.make_node("Add", ["n", "b"], ["y"])]
+    model = _one_input_model(nodes, "replace", [1, 2], "y", inits)
+    graph = model.graph
+    replace_nodes(graph, GraphIndex(graph), list(graph.node[1:]), [oh.make_node("Sub", ["m", "a"], ["y"])])
+    assert [i.name for i in graph.initializer] == ["a", "c"] and [n.op_type for n in graph.node] == ["Mul", "Sub"]
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": np.array([[1.0, 3.0]], np.float32)})[0], [[2.0, 10.0]])
 
 
 # ------------------------------------------------------------------------------------ registry
