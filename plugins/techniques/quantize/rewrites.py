@@ -45,11 +45,16 @@ def _attr(gm: GraphModule, node: object) -> torch.Tensor | None:
     return value if isinstance(value, torch.Tensor) else None
 
 
-def _new_attr(gm: GraphModule, base: str, value: torch.Tensor) -> str:
-    name, index = base.replace(".", "_") + "_split", 0
+def _fresh_name(gm: GraphModule, base: str) -> str:
+    """``base`` (dots as underscores), with the first number suffix that ``gm`` has no attribute of."""
+    name, index = base.replace(".", "_"), 0
     while hasattr(gm, name + (str(index) if index else "")):
         index += 1
-    name += str(index) if index else ""
+    return name + (str(index) if index else "")
+
+
+def _new_attr(gm: GraphModule, base: str, value: torch.Tensor) -> str:
+    name = _fresh_name(gm, base + "_split")
     gm.register_parameter(name, nn.Parameter(value.detach().clone(), requires_grad=True))
     return name
 

@@ -41,7 +41,7 @@ from torch.fx import GraphModule, Node
 
 from srcompress.backends.onnx.subpixel import CompactAxis, compact_arrays, compact_axis, crd_values, subpixel_kernel, subpixel_order
 
-from .rewrites import _attr, _attr_node, _bias, _conv_params, _copy_origin, _fake, _finish
+from .rewrites import _attr, _attr_node, _bias, _conv_params, _copy_origin, _fake, _finish, _fresh_name
 
 __all__ = ["fold_subpixel_tail"]
 
@@ -231,10 +231,7 @@ def _fold(gm: GraphModule, tail: _Tail, form: tuple[torch.Tensor, torch.Tensor, 
 
 def _buffer_node(gm: GraphModule, like: Node, base: str, value: torch.Tensor) -> Node:
     """A get_attr node of a new constant buffer (not trained) named after ``base``."""
-    name, index = base.replace(".", "_"), 0
-    while hasattr(gm, name + (str(index) if index else "")):
-        index += 1
-    name += str(index) if index else ""
+    name = _fresh_name(gm, base)
     gm.register_buffer(name, value)
     node = gm.graph.get_attr(name)
     node.meta["val"] = like.meta["val"].fake_mode.from_tensor(value)
