@@ -96,13 +96,12 @@ def _padded(
     padded_conv.name = f"{base}_pad{NARROW_CHANNELS}"
     padded_conv.input[:] = [conv.input[0], name["wdq"], name["b"]]
     padded_conv.output[:] = [name["out"]]
-    node = onnx.helper.make_node
-    weight_axis = [a for a in weight_dq.attribute]
-    dq = node("DequantizeLinear", [name["w"], name["ws"], name["wz"]], [name["wdq"]], name=f"{base}_pad{NARROW_CHANNELS}_wdq")
-    dq.attribute.extend(weight_axis)
+    dq = onnx.NodeProto()
+    dq.CopyFrom(weight_dq)
+    dq.name, dq.input[:], dq.output[:] = f"{base}_pad{NARROW_CHANNELS}_wdq", [name["w"], name["ws"], name["wz"]], [name["wdq"]]
     q = onnx.NodeProto()
     q.CopyFrom(quantize)
     q.name, q.input[0], q.output[:] = f"{base}_pad{NARROW_CHANNELS}_q", name["out"], [name["q"]]
-    keep = node("Slice", [name["q"], name["start"], name["end"], name["axes"]], list(quantize.output),
-                name=f"{base}_pad{NARROW_CHANNELS}_slice")
+    keep = onnx.helper.make_node("Slice", [name["q"], name["start"], name["end"], name["axes"]], list(quantize.output),
+                                 name=f"{base}_pad{NARROW_CHANNELS}_slice")
     return [dq, padded_conv, q, keep]

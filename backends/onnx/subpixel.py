@@ -17,7 +17,7 @@ from srcompress.backends.onnx.graph import (
 )  # fmt: skip
 
 __all__ = [
-    "CompactAxis", "compact_arrays", "compact_axis", "crd_values", "subpixel_compact", "subpixel_kernel", "subpixel_order",
+    "CompactAxis", "compact_arrays", "compact_axis", "compact_windows", "crd_values", "subpixel_compact", "subpixel_kernel", "subpixel_order",
     "subpixel_tail",
 ]
 
@@ -259,12 +259,21 @@ def _compact_plan(index: GraphIndex, d2s: onnx.NodeProto) -> _CompactPlan | None
     order = subpixel_order(weight.shape[0] // (block * block), block, str(attribute(d2s, "mode", "DCR")))
     grid = weight[order]
     pads = list(attribute(conv, "pads", [0, 0, 0, 0]))  # type: ignore[call-overload]
-    nonzero = grid != 0
-    rows = compact_axis(nonzero.any(axis=(1, 2, 3, 5)), (pads[0], pads[2]), block)
-    cols = compact_axis(nonzero.any(axis=(0, 2, 3, 4)), (pads[1], pads[3]), block)
-    if rows is None or cols is None or rows.width * cols.width >= weight.shape[2] * weight.shape[3]:
+    windows = compact_windows(grid, (pads[0], pads[2]), (pads[1], pads[3]))
+    if windows is None or windows[0].width * windows[1].width >= weight.shape[2] * weight.shape[3]:
         return None
-    return conv, grid, bias[order], rows, cols
+    return conv, grid, bias[order], *windows
+
+
+def compact_windows(
+    grid: np.ndarray, row_pads: tuple[int, int], col_pads: tuple[int, int],
+) -> tuple[CompactAxis, CompactAxis] | None:  # fmt: skip
+    """(rows, cols) of the compact form of a weight grid (r, r, O, C, kH, kW) (see :func:`subpixel_order`)
+    padded by ``row_pads`` / ``col_pads`` (begin, end): the windows of taps each sub-pixel reads."""
+    block, nonzero = grid.shape[0], grid != 0
+    rows = compact_axis(nonzero.any(axis=(1, 2, 3, 5)), row_pads, block)
+    cols = compact_axis(nonzero.any(axis=(0, 2, 3, 4)), col_pads, block)
+    return None if rows is None or cols is None else (rows, cols)
 
 
 def compact_arrays(grid: np.ndarray, rows: CompactAxis, cols: CompactAxis) -> tuple[np.ndarray, np.ndarray]:

@@ -39,9 +39,11 @@ import torch
 from attrs import define
 from torch.fx import GraphModule, Node
 
-from srcompress.backends.onnx.subpixel import CompactAxis, compact_arrays, compact_axis, crd_values, subpixel_kernel, subpixel_order
+from srcompress.backends.onnx.subpixel import CompactAxis, compact_arrays, compact_windows, crd_values, subpixel_kernel, subpixel_order
 
-from .rewrites import _attr, _attr_node, _bias, _conv_params, _copy_origin, _fake, _finish, _fresh_name
+from .rewrites import (
+    _attr, _attr_node, _bias, _conv_params, _copy_origin, _fake, _finish, _fresh_name, _has_bias, _own_weight_if_conv_of,
+)  # fmt: skip
 
 __all__ = ["fold_subpixel_tail"]
 
@@ -113,12 +115,10 @@ def _plain(
     gm: GraphModule, conv: Node | None, source: Node, kernel_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int] | None:  # fmt: skip
     """(weight, bias, groups) of a stride-1, 'same'-padded conv reading ``source`` (only as its input)."""
-    if conv is None or conv.target != _aten.conv2d.default or conv.args[0] is not source or source in conv.args[1:]:
+    weight = _own_weight_if_conv_of(gm, conv, source) if conv is not None else None
+    if weight is None or (_has_bias(conv) and _bias(gm, conv) is None):
         return None
-    weight = _attr(gm, conv.args[1])
     (stride, padding, dilation), groups = _conv_params(conv)
-    if weight is None or len(conv.args[1].users) != 1 or (len(conv.args) > 2 and conv.args[2] is not None and _bias(gm, conv) is None):
-        return None
     size = weight.shape[-1]
     if weight.shape[-2] != size or size % 2 == 0 or (kernel_size is not None and size != kernel_size):
         return None
@@ -185,11 +185,10 @@ def _compact_form(tail: _Tail, block: int) -> tuple[torch.Tensor, torch.Tensor, 
     out_c = tail.kernel.shape[0]
     order = subpixel_order(out_c, block, "DCR")  # subpixel_kernel's rows: (a r + b) O + o
     grid = wide[order]
-    nonzero = grid != 0
-    rows = compact_axis(nonzero.any(axis=(1, 2, 3, 5)), (begin, end), block)
-    cols = compact_axis(nonzero.any(axis=(0, 2, 3, 4)), (begin, end), block)
-    if rows is None or cols is None or any(a.pads[0] != a.pads[1] or a.crop[0] != a.crop[1] for a in (rows, cols)):
+    windows = compact_windows(grid, (begin, end), (begin, end))
+    if windows is None or any(a.pads[0] != a.pads[1] or a.crop[0] != a.crop[1] for a in windows):
         return None
+    rows, cols = windows
     weight, place = compact_arrays(grid, rows, cols)
     bias = crd_values(np.tile(tail.bias.numpy(), block * block)[order])
     return torch.from_numpy(weight).float(), torch.from_numpy(bias).float(), torch.from_numpy(place).float(), rows, cols
