@@ -165,6 +165,7 @@ def test_onnx_backend_from_module_fp32_rewritten_and_exact(tiny: TinySR) -> None
         ("prelu_scalar_to_leaky_relu", 0), ("activation_before_d2s", 1), ("prelu_flip_steep", 0), ("prelu_split_depthwise", 0),
         ("prelu_two_convs", 1), ("prelu_to_max", 0), ("subpixel_tail", 1), ("subpixel_compact", 1), ("linear_branch_fold", 0),
         ("d2s_conv_transpose", 0), ("d2s_int8_channels_last", 0), ("int8_pad_narrow_convs", 0),
+        ("scalar_mul_into_conv", 0),
     ]  # fmt: skip
     assert all(r["max_abs_diff"] <= 1e-6 for r in meta["rewrites"])
     ops = [n.op_type for n in deployed.proto.graph.node]
@@ -668,7 +669,7 @@ def test_onnx_backend_fp16_and_save_load_round_trip(tiny: TinySR, tiny_onnx: onn
     assert path.name == "tiny_fp16.onnx"
     loaded = load_onnx_deployed(path, OnnxConfig(provider="cpu", threads=1))
     assert torch.equal(loaded(x), half(x))
-    assert loaded.metadata["precision"] == "fp16" and loaded.metadata["rewrites"][-1]["name"] == "int8_pad_narrow_convs"
+    assert loaded.metadata["precision"] == "fp16" and loaded.metadata["rewrites"][-1]["name"] == "scalar_mul_into_conv"
     from_path = compile_onnx(path, example, OnnxConfig(provider="cpu", precision="fp16", rewrites=[]))
     assert torch.equal(from_path(x), half(x))
 

@@ -35,7 +35,7 @@ TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 3e-2}
 DEFAULT_REWRITES = (
     "prelu_scalar_to_leaky_relu", "activation_before_d2s", "prelu_flip_steep", "prelu_split_depthwise", "prelu_two_convs",
     "prelu_to_max", "subpixel_tail", "subpixel_compact", "linear_branch_fold", "d2s_conv_transpose", "d2s_int8_channels_last",
-    "int8_pad_narrow_convs",
+    "int8_pad_narrow_convs", "scalar_mul_into_conv",
 )
 _TARGET = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-tensorrt"}
 

@@ -24,6 +24,8 @@ checked by running the graph before and after it in ONNX Runtime (:func:`apply_r
 - ``linear_branch_fold`` (in :mod:`~srcompress.backends.onnx.branch_fold`): the linear half of a
   two-conv PReLU folded into the conv that reads the sum (the sub-pixel tail), so the wide linear
   map is never written.
+- ``scalar_mul_into_conv`` (in :mod:`~srcompress.backends.onnx.scalar_fold`): a constant scalar ``Mul``
+  after a ``Conv`` / ``ConvTranspose`` moved into its weights (ONNX Runtime does so for a Conv only).
 - ``prelu_to_max``: ``PRelu(x, s)`` with constant slopes all <= 1 becomes ``Max(x, s * x)`` (all >= 1:
   ``Min``): the same values bit for bit (each output is either ``x`` or ``s * x``), and ONNX Runtime's
   broadcast Mul + Max run ~3.6x faster than its per-channel PRelu kernel (58 vs 16 ms on
@@ -46,6 +48,7 @@ from srcompress.backends.onnx.int8_shuffle import d2s_int8_channels_last
 from srcompress.backends.onnx.prelu import (
     TWO_CONVS_MAX_FAN_IN, prelu_flip_steep, prelu_scalar_to_leaky_relu, prelu_split_depthwise, prelu_to_max, prelu_two_convs,
 )  # fmt: skip
+from srcompress.backends.onnx.scalar_fold import scalar_mul_into_conv
 from srcompress.backends.onnx.subpixel import subpixel_compact, subpixel_kernel, subpixel_tail
 from srcompress.errors import DeployError
 
@@ -68,6 +71,7 @@ __all__ = [
     "prelu_to_max",
     "prelu_two_convs",
     "max_output_difference",
+    "scalar_mul_into_conv",
     "subpixel_compact",
     "subpixel_kernel",
     "subpixel_tail",
@@ -254,6 +258,7 @@ REWRITES: dict[str, Callable[[onnx.ModelProto], int]] = {
     "subpixel_compact": subpixel_compact,
     "int8_pad_narrow_convs": int8_pad_narrow_convs,
     "linear_branch_fold": linear_branch_fold,
+    "scalar_mul_into_conv": scalar_mul_into_conv,
 }
 
 
