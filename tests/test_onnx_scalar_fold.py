@@ -111,8 +111,9 @@ def test_a_shared_weight_is_copied() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"scale": np.full((1, 6, 1, 1), 0.1)}, {"scale": float("inf")}, {"extra_reader": True}],
-    ids=["per-channel", "not-finite", "output-read-twice"],
+    [{"scale": np.full((1, 6, 1, 1), 0.1)}, {"scale": float("inf")}, {"scale": np.full((1, 1, 1, 1, 1), 0.1)},
+     {"extra_reader": True}],
+    ids=["per-channel", "not-finite", "rank-5-broadcast", "output-read-twice"],
 )
 def test_left_alone(options: dict) -> None:
     before = conv_then_mul(**options)

@@ -4,7 +4,7 @@
 ``ConvTranspose``). ONNX Runtime folds such a ``Mul`` into a ``Conv`` itself, but not into a
 ``ConvTranspose``: the INT8 graph of a sub-pixel tail fold (``subpixel_tail`` in the quantize plugin)
 ends ``DequantizeLinear -> ConvTranspose (0/1 placement) -> Mul(1/255)``, and the Mul is one more pass
-over the 3 x 720 x 1280 output (0.8 ms of ~60 at 2 threads). With 0/1 placement weights every output
+over the 3 x 720 x 1280 output (folded: 57.8 -> 56.2 ms median at 2 threads, 80 interleaved rounds). With 0/1 placement weights every output
 is one input times ``s`` either way, so the values are equal bit for bit; with general weights the
 sums round differently (a few float ulps).
 """
@@ -27,12 +27,14 @@ def scalar_mul_into_conv(model: onnx.ModelProto) -> int:
 
 
 def _fold_one(index: GraphIndex, mul: onnx.NodeProto) -> bool:
+    """Fold ``mul`` into the conv it reads when the other input is a finite float scalar (rank <= 4: a
+    higher rank would broadcast the output to it) and the conv's weight and bias are constants."""
     for slot in (0, 1):
         conv = index.producer.get(mul.input[slot])
         scale = index.constant(mul.input[1 - slot])
         if conv is None or conv.op_type not in _CONVS or index.only_consumer(conv.output[0]) is not mul:
             continue
-        if scale is None or scale.size != 1 or scale.dtype.kind != "f" or not np.isfinite(scale).all():
+        if scale is None or scale.size != 1 or scale.ndim > 4 or scale.dtype.kind != "f" or not np.isfinite(scale).all():
             continue
         weight = conv_weight(index, conv)
         bias = None if weight is None else conv_bias(index, conv, weight)
