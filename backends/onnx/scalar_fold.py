@@ -3,10 +3,10 @@
 ``Mul(Conv(x, W, b), s)`` with one constant float ``s`` is ``Conv(x, s W, s b)`` (the same for
 ``ConvTranspose``). ONNX Runtime folds such a ``Mul`` into a ``Conv`` itself, but not into a
 ``ConvTranspose``: the INT8 graph of a sub-pixel tail fold (``subpixel_tail`` in the quantize plugin)
-ends ``DequantizeLinear -> ConvTranspose (0/1 placement) -> Mul(1/255)``, and the Mul is one more pass
-over the 3 x 720 x 1280 output (folded: 57.8 -> 56.2 ms median at 2 threads, 80 interleaved rounds). With 0/1 placement weights every output
-is one input times ``s`` either way, so the values are equal bit for bit; with general weights the
-sums round differently (a few float ulps).
+ends ``DequantizeLinear -> ConvTranspose (0/1 placement) -> Mul(1/255)``, and the Mul is one more
+pass over the 3 x 720 x 1280 output (folded: 57.8 -> 56.2 ms median at 2 threads, 80 interleaved
+rounds). With 0/1 placement weights every output is one input times ``s`` either way, so the values
+are equal bit for bit; with general weights the sums round differently (a few float ulps).
 """
 
 from __future__ import annotations
