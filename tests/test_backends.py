@@ -35,6 +35,16 @@ from test_deploy import TinySR, WithFourier
 IR_VERSION = 10
 
 
+def run_cpu(proto: onnx.ModelProto, x: np.ndarray, *, optimized: bool) -> np.ndarray:
+    """The first output of ``proto`` on input ``x`` (ONNX Runtime CPU, graph optimizations all on or all off)."""
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    level = onnxruntime.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
 @pytest.fixture(scope="module")
 def tiny() -> TinySR:
     return TinySR().eval().requires_grad_(False)

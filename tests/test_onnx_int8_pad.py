@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime
 import pytest
 from onnx import TensorProto, numpy_helper
 from onnx import helper as oh
 
 from srcompress.backends.onnx import apply_rewrites
 from srcompress.backends.onnx.int8_pad import NARROW_CHANNELS, int8_pad_narrow_convs
-from test_backends import IR_VERSION
+from test_backends import IR_VERSION, run_cpu
 
 X_SCALE, OUT_SCALE, OUT_ZERO = 1 / 255, 0.01, 40
 
@@ -54,14 +53,6 @@ def quantized_conv_graph(*, outputs: int = 12, inputs: int = 8, group: int = 1, 
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
-def _run(proto: onnx.ModelProto, x: np.ndarray, *, optimized: bool) -> np.ndarray:
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    level = onnxruntime.GraphOptimizationLevel
-    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_DISABLE_ALL
-    session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
-
 
 def _rewritten(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     after = onnx.ModelProto()
@@ -83,7 +74,7 @@ def test_pads_to_16_channels_and_slices_them_off_after_the_quantizer(outputs: in
     assert "w_q" not in {i.name for i in after.graph.initializer}, "the old weights are dropped"
     x = np.random.default_rng(0).random((1, 8, 9, 11), dtype=np.float32)
     for optimized in (True, False):
-        np.testing.assert_array_equal(_run(after, x, optimized=optimized), _run(before, x, optimized=optimized))
+        np.testing.assert_array_equal(run_cpu(after, x, optimized=optimized), run_cpu(before, x, optimized=optimized))
 
 
 def test_apply_rewrites_verifies_it() -> None:

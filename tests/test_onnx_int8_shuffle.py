@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime
 import pytest
 import torch
 from onnx import TensorProto, numpy_helper
@@ -12,7 +11,7 @@ from onnx import helper as oh
 
 from srcompress.backends.onnx import DEFAULT_REWRITES, OnnxConfig, apply_rewrites, compile_onnx, depth_to_space_modes
 from srcompress.backends.onnx.rewrites import PERMUTED_KEY
-from test_backends import IR_VERSION
+from test_backends import IR_VERSION, run_cpu
 
 SCALE, ZERO = 0.05, 128
 
@@ -56,14 +55,6 @@ def int8_shuffle_graph(*, block: int = 2, mode: str = "CRD", out_scale: float = 
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray, *, optimized: bool) -> np.ndarray:
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    if not optimized:
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(["y"], {"x": x})[0]
-
 
 @pytest.mark.parametrize(("block", "mode"), [(2, "CRD"), (2, "DCR"), (3, "CRD")])
 def test_int8_shuffle_becomes_channels_last_transposes_with_the_same_output(block: int, mode: str) -> None:
@@ -79,7 +70,7 @@ def test_int8_shuffle_becomes_channels_last_transposes_with_the_same_output(bloc
     # dynamic batch and size; ONNX Runtime's int8 kernels (QLinearConv) give the same integers as before
     x = np.random.default_rng(1).random((2, 3, 7, 4), dtype=np.float32)
     for optimized in (False, True):
-        assert np.array_equal(_run(out, x, optimized=optimized), _run(model, x, optimized=optimized))
+        assert np.array_equal(run_cpu(out, x, optimized=optimized), run_cpu(model, x, optimized=optimized))
 
 
 def test_int8_shuffle_that_requantizes_is_left_to_onnx_runtime() -> None:

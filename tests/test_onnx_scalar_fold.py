@@ -10,8 +10,7 @@ from onnx import helper as oh
 
 from srcompress.backends.onnx import DEFAULT_REWRITES, apply_rewrites
 from srcompress.backends.onnx.scalar_fold import scalar_mul_into_conv
-from test_backends import IR_VERSION
-from test_onnx_int8_pad import _run
+from test_backends import IR_VERSION, run_cpu
 
 
 def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], channels: int, outputs: list[str]) -> onnx.ModelProto:
@@ -81,7 +80,7 @@ def test_folds_the_scale_into_weight_and_bias(scale_first: bool) -> None:
     assert set(values) == {"w", "b"}, "the scale's constant is dropped, weight and bias changed in place"
     np.testing.assert_allclose(values["w"], original["w"] * np.float32(0.1), rtol=1e-7)
     np.testing.assert_allclose(values["b"], original["b"] * np.float32(0.1), rtol=1e-7)
-    np.testing.assert_allclose(_run(after, X, optimized=False), _run(before, X, optimized=False), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(run_cpu(after, X, optimized=False), run_cpu(before, X, optimized=False), rtol=1e-5, atol=1e-4)
 
 
 def test_conv_without_bias_keeps_none() -> None:
@@ -95,7 +94,7 @@ def test_placement_is_bit_exact_and_verified() -> None:
     assert count == 1 and [n.op_type for n in after.graph.node] == ["ConvTranspose"]
     place = numpy_helper.to_array(after.graph.initializer[0])
     assert sorted(set(place.ravel().tolist())) == [0.0, np.float32(1 / 255)]
-    np.testing.assert_array_equal(_run(after, X, optimized=True), _run(before, X, optimized=True))
+    np.testing.assert_array_equal(run_cpu(after, X, optimized=True), run_cpu(before, X, optimized=True))
     _, reports = apply_rewrites(placement_then_mul(), ["scalar_mul_into_conv"], X)
     assert reports[0].applied == 1 and reports[0].max_abs_diff == 0.0
 
@@ -106,7 +105,7 @@ def test_a_shared_weight_is_copied() -> None:
     assert count == 1
     convs = [n for n in after.graph.node if n.op_type == "Conv"]
     assert [n.input[1] for n in convs] == ["w_scaled", "w"], "the other conv keeps the original weight"
-    np.testing.assert_allclose(_run(after, X, optimized=False), _run(before, X, optimized=False), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(run_cpu(after, X, optimized=False), run_cpu(before, X, optimized=False), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize(
